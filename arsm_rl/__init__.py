@@ -1,0 +1,21 @@
+"""arsm-rl: the ARSM policy gradient (Yin, Yue & Zhou, ICML 2019) on Stable-Baselines3."""
+
+from arsm_rl.arsm import ARSM, ESTIMATORS
+from arsm_rl.cloning import check_cloneable, clone_state, make_cloneable, restore_state, scratch_copy
+from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARSM",
+    "ESTIMATORS",
+    "ARSMPolicy",
+    "CnnPolicy",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "check_cloneable",
+    "clone_state",
+    "make_cloneable",
+    "restore_state",
+    "scratch_copy",
+]

@@ -1,0 +1,183 @@
+"""Policies for ARSM: an action-logits network with no value head.
+
+ARSM's self-critic replaces the learned critic, so the policy is only a features extractor
+followed by an MLP that outputs action logits. It follows SB3's ``BasePolicy`` contract
+(``predict``, ``save``/``load``, ``get_distribution``) so evaluation helpers, callbacks and
+RL Zoo tooling work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    MultiCategoricalDistribution,
+    make_proba_distribution,
+)
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    NatureCNN,
+    create_mlp,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+__all__ = ["ARSMPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "action_dims"]
+
+
+def action_dims(action_space: spaces.Space) -> np.ndarray:
+    """
+    Number of categories of each action dimension.
+
+    :param action_space: a ``Discrete`` or ``MultiDiscrete`` space
+    :return: int64 array of shape (K,): ``[n]`` for ``Discrete(n)``, ``nvec`` for ``MultiDiscrete``
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return np.array([int(action_space.n)], dtype=np.int64)
+    if isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
+        return action_space.nvec.astype(np.int64)
+    raise ValueError(
+        f"ARSM supports Discrete and one-dimensional MultiDiscrete action spaces, got {action_space}; "
+        "use an algorithm for continuous actions (e.g. PPO or SAC)."
+    )
+
+
+class ARSMPolicy(BasePolicy):
+    """
+    Categorical policy with no value head: features extractor, MLP, action logits.
+
+    :param observation_space: observation space
+    :param action_space: ``Discrete`` or ``MultiDiscrete`` action space
+    :param lr_schedule: learning-rate schedule (its value at progress 1 sets the optimizer's initial lr)
+    :param net_arch: hidden layer sizes of the logits MLP; ``[]`` gives a linear policy on the features
+    :param activation_fn: activation between hidden layers
+    :param ortho_init: orthogonal initialisation as in SB3 (gain sqrt(2) for hidden layers, 0.01 for
+        the logits layer, so the initial policy is close to uniform)
+    :param features_extractor_class: SB3 features extractor class
+    :param features_extractor_kwargs: its keyword arguments
+    :param normalize_images: divide image observations by 255
+    :param optimizer_class: optimizer class
+    :param optimizer_kwargs: optimizer keyword arguments, excluding the learning rate
+        (default ``{"eps": 1e-5}`` for Adam, as SB3's actor-critic policies)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if optimizer_kwargs is None:
+            optimizer_kwargs = {"eps": 1e-5} if optimizer_class == th.optim.Adam else {}
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+        self.net_arch = [64, 64] if net_arch is None else list(net_arch)
+        self.activation_fn = activation_fn
+        self.ortho_init = ortho_init
+        self.nvec = action_dims(action_space)
+
+        self.features_extractor = self.make_features_extractor()
+        self.features_dim = self.features_extractor.features_dim
+        layers = create_mlp(self.features_dim, int(self.nvec.sum()), self.net_arch, activation_fn)
+        self.logits_net = nn.Sequential(*layers)
+        self.action_dist = make_proba_distribution(action_space)
+
+        if ortho_init:
+            linears = [m for m in self.logits_net if isinstance(m, nn.Linear)]
+            for linear in linears[:-1]:
+                self.init_weights(linear, gain=float(np.sqrt(2)))
+            self.init_weights(linears[-1], gain=0.01)
+            if not isinstance(self.features_extractor, FlattenExtractor):
+                self.features_extractor.apply(lambda m: self.init_weights(m, gain=float(np.sqrt(2))))
+
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                activation_fn=self.activation_fn,
+                ortho_init=self.ortho_init,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                lr_schedule=self._dummy_schedule,
+            )
+        )
+        return data
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        :param obs: batch of (preprocessed by ``obs_to_tensor``) observations
+        :return: action logits of shape (B, sum(nvec)), the dimensions' logits concatenated
+        """
+        return self.logits_net(self.extract_features(obs, self.features_extractor))
+
+    def get_distribution(self, obs: PyTorchObs) -> CategoricalDistribution | MultiCategoricalDistribution:
+        """
+        :param obs: batch of observations
+        :return: SB3's categorical (or multi-categorical) distribution of the actions
+        """
+        return self.action_dist.proba_distribution(action_logits=self.forward(obs))  # type: ignore[return-value]
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self.get_distribution(observation).get_actions(deterministic=deterministic)
+
+
+MlpPolicy = ARSMPolicy
+
+
+class CnnPolicy(ARSMPolicy):
+    """:class:`ARSMPolicy` with SB3's ``NatureCNN`` features extractor (image observations)."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
+        )
+
+
+class MultiInputPolicy(ARSMPolicy):
+    """:class:`ARSMPolicy` with SB3's ``CombinedExtractor`` (``Dict`` observations)."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
+        )

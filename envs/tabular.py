@@ -1,0 +1,86 @@
+"""A small random episodic MDP whose exact policy gradient is known (a linear solve)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class RandomMDP(gym.Env[np.ndarray, int]):
+    """
+    Random episodic MDP with one-hot observations.
+
+    In state s, action a pays r[s, a], ends the episode with probability ``term[s, a]`` and
+    otherwise moves to s' ~ P[s, a] / (1 - term[s, a]). Start states are drawn from ``mu0``.
+    The MDP itself (P, r, term, mu0) is fixed by ``mdp_seed``; the episode's randomness comes
+    from ``np_random``, so the env clones exactly by copying ``state`` and the RNG.
+
+    :param n_states: number of states S
+    :param n_actions: number of actions A
+    :param min_termination: smallest per-step termination probability (episodes last at most
+        1 / min_termination steps on average)
+    :param mdp_seed: seed of the MDP's tables
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(self, n_states: int = 3, n_actions: int = 3, min_termination: float = 0.2, mdp_seed: int = 0) -> None:
+        tables = np.random.default_rng(mdp_seed)
+        self.term = tables.uniform(min_termination, 2 * min_termination, size=(n_states, n_actions))
+        moves = tables.dirichlet(np.ones(n_states), size=(n_states, n_actions))
+        self.transitions = moves * (1.0 - self.term)[..., None]  # sub-stochastic: the rest is termination
+        self.rewards = tables.normal(size=(n_states, n_actions))
+        self.mu0 = tables.dirichlet(np.ones(n_states))
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(n_states,), dtype=np.float32)
+        self.action_space = spaces.Discrete(n_actions)
+        self.state = 0
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(self.observation_space.shape, dtype=np.float32)
+        obs[self.state] = 1.0
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.state = int(self.np_random.choice(len(self.mu0), p=self.mu0))
+        return self._obs(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        s, a = self.state, int(action)
+        reward = float(self.rewards[s, a])
+        if self.np_random.random() < self.term[s, a]:
+            return self._obs(), reward, True, False, {}
+        self.state = int(self.np_random.choice(len(self.mu0), p=self.transitions[s, a] / (1.0 - self.term[s, a])))
+        return self._obs(), reward, False, False, {}
+
+    def clone_core_state(self) -> int:
+        """Everything that changes in an episode besides ``np_random`` (``arsm_rl.cloning`` protocol)."""
+        return self.state
+
+    def restore_core_state(self, state: int) -> None:
+        self.state = state
+
+    def policy_gradient(self, logits: np.ndarray, gamma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Exact gradient of J = E[sum_t gamma^t r_t] with respect to tabular logits.
+
+        dJ/dlogits[s, a] = d(s) p(a|s) (Q(s, a) - V(s)), with V = (I - gamma P_pi)^-1 r_pi,
+        Q = r + gamma P V and the discounted visit counts d = mu0^T (I - gamma P_pi)^-1.
+
+        :param logits: (S, A) policy logits per state
+        :param gamma: discount (1 is fine: every episode ends)
+        :return: the (S, A) gradient and the (S,) visit counts d (with gamma = 1, d.sum() is the
+            expected episode length)
+        """
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p_pi = np.einsum("sa,sat->st", p, self.transitions)
+        r_pi = (p * self.rewards).sum(1)
+        system = np.eye(len(self.mu0)) - gamma * p_pi
+        v = np.linalg.solve(system, r_pi)
+        q = self.rewards + gamma * self.transitions @ v
+        d = np.linalg.solve(system.T, self.mu0)
+        return d[:, None] * p * (q - v[:, None]), d

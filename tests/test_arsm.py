@@ -1,0 +1,228 @@
+"""The ARSM algorithm: SB3's contract (run, save/load, predict, callbacks, logger, spaces) and numbers."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiDiscrete
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
+
+from arsm_rl import ARSM, ESTIMATORS, make_cloneable
+
+SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=32)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_run_every_estimator(estimator: str) -> None:
+    model = ARSM("MlpPolicy", "CartPole-v1", estimator=estimator, seed=0, **SMALL).learn(128)
+    assert model.num_timesteps == 128
+    assert model.num_pseudo_steps > 0 or estimator in ("ar", "reinforce")
+
+
+def test_run_multidiscrete_unequal_sizes() -> None:
+    class Unequal(IdentityEnvMultiDiscrete):
+        def __init__(self) -> None:
+            super().__init__(dim=3, ep_length=10)
+            self.action_space = gym.spaces.MultiDiscrete([3, 2])
+            self.observation_space = gym.spaces.MultiDiscrete([3, 2])
+
+    model = ARSM("MlpPolicy", Unequal(), seed=0, **SMALL).learn(64)
+    assert model.num_pseudo_steps > 0
+    action, _ = model.predict(model.env.observation_space.sample())
+    assert model.action_space.contains(action)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1"])
+def test_unsupported_action_space(env_id: str) -> None:
+    with pytest.raises(AssertionError, match="Discrete and one-dimensional MultiDiscrete"):
+        ARSM("MlpPolicy", env_id)
+
+
+def test_multibinary_refused() -> None:
+    env = IdentityEnv(space=gym.spaces.MultiBinary(3))
+    with pytest.raises(AssertionError, match="supports Discrete"):
+        ARSM("MlpPolicy", env)
+
+
+def test_bad_hyperparameters() -> None:
+    with pytest.raises(ValueError, match="Unknown estimator"):
+        ARSM("MlpPolicy", "CartPole-v1", estimator="ppo")
+    with pytest.raises(ValueError, match="max_pseudo_rollouts"):
+        ARSM("MlpPolicy", "CartPole-v1", max_pseudo_rollouts=0)
+    with pytest.raises(ValueError, match="all_action"):
+        ARSM("MlpPolicy", IdentityEnvMultiDiscrete(2), estimator="all_action")
+
+
+def test_uncloneable_env_refused() -> None:
+    class Opaque(IdentityEnv, gym.utils.EzPickle):
+        def __init__(self) -> None:
+            IdentityEnv.__init__(self, dim=2)
+            gym.utils.EzPickle.__init__(self)
+
+    with pytest.raises((TypeError, ValueError), match="check_cloneable"):
+        ARSM("MlpPolicy", Opaque())
+
+
+def test_subproc_needs_cloneable_wrapper() -> None:
+    env = make_vec_env("CartPole-v1", n_envs=2, vec_env_cls=SubprocVecEnv)
+    try:
+        with pytest.raises(TypeError, match="wrapper_class"):
+            ARSM("MlpPolicy", env)
+    finally:
+        env.close()
+
+
+def test_subproc_and_dummy_give_the_same_training() -> None:
+    kwargs = dict(seed=3, **SMALL)
+    dummy = ARSM("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=3), **kwargs).learn(128)
+    subproc_env = make_vec_env("CartPole-v1", n_envs=2, seed=3, vec_env_cls=SubprocVecEnv, wrapper_class=make_cloneable)
+    try:
+        subproc = ARSM("MlpPolicy", subproc_env, **kwargs).learn(128)
+    finally:
+        subproc_env.close()
+    assert dummy.num_pseudo_steps == subproc.num_pseudo_steps > 0
+    for a, b in zip(dummy.policy.parameters(), subproc.policy.parameters(), strict=True):
+        assert th.equal(a, b)
+
+
+def test_deterministic_training() -> None:
+    """Same seed, same parameters after training, bit for bit (CPU)."""
+    params = []
+    for _ in range(2):
+        model = ARSM("MlpPolicy", "CartPole-v1", seed=1, device="cpu", **SMALL).learn(160)
+        params.append(th.cat([p.detach().reshape(-1) for p in model.policy.parameters()]))
+    assert th.equal(params[0], params[1])
+
+
+def test_pseudo_rollouts_leave_the_real_trajectory_alone() -> None:
+    """With the policy frozen (lr 0), the real episodes are identical whether pseudo rollouts run or not."""
+    episodes = {}
+    for estimator in ("arsm", "reinforce"):  # reinforce runs no rollout at all
+        monitor = Monitor(gym.make("CartPole-v1"))
+        model = ARSM("MlpPolicy", monitor, estimator=estimator, learning_rate=0.0, seed=4, **SMALL).learn(320)
+        assert model.num_pseudo_steps > 0 or estimator == "reinforce"
+        episodes[estimator] = (monitor.get_episode_rewards(), monitor.get_episode_lengths(), model._last_obs.copy())
+    assert episodes["arsm"][0] == episodes["reinforce"][0]
+    assert episodes["arsm"][1] == episodes["reinforce"][1]
+    assert np.array_equal(episodes["arsm"][2], episodes["reinforce"][2])
+    assert sum(episodes["arsm"][1]) <= 320  # Monitor saw real steps only
+
+
+def test_vecnormalize_statistics_see_real_steps_only() -> None:
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0))
+    model = ARSM("MlpPolicy", env, seed=0, **SMALL).learn(128)
+    assert model.num_pseudo_steps > 0
+    assert env.obs_rms.count == pytest.approx(128 + 2 + 1e-4)  # 64 steps x 2 envs + the reset + epsilon
+
+
+def test_vec_frame_stack() -> None:
+    env = VecFrameStack(make_vec_env("CartPole-v1", n_envs=2, seed=0), n_stack=3)
+    model = ARSM("MlpPolicy", env, seed=0, **SMALL).learn(64)
+    assert model.num_pseudo_steps > 0
+    assert model.observation_space.shape == (12,)
+
+
+def test_save_load(tmp_path) -> None:
+    model = ARSM("MlpPolicy", "CartPole-v1", seed=0, **SMALL).learn(64)
+    obs = model.env.observation_space.sample()[None].repeat(5, 0)
+    before, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "arsm")
+    loaded = ARSM.load(tmp_path / "arsm", env=make_vec_env("CartPole-v1", n_envs=3))
+    after, _ = loaded.predict(obs, deterministic=True)
+    assert np.array_equal(before, after)
+    assert loaded.n_envs == 3 and loaded.n_steps == 32 and loaded.estimator == "arsm"
+    for a, b in zip(model.policy.parameters(), loaded.policy.parameters(), strict=True):
+        assert th.equal(a, b)
+    loaded.learn(96, reset_num_timesteps=False)
+    assert loaded.num_timesteps > model.num_timesteps
+    params = loaded.get_parameters()
+    assert set(params) == {"policy", "policy.optimizer"}
+    loaded.set_parameters(model.get_parameters())
+    with pytest.raises(AssertionError):
+        model.set_env(make_vec_env("CartPole-v1", n_envs=2))
+
+
+def test_predict_and_evaluate() -> None:
+    model = ARSM("MlpPolicy", "CartPole-v1", seed=0, **SMALL)
+    action, state = model.predict(np.zeros(4, dtype=np.float32))
+    assert state is None and model.action_space.contains(action)
+    actions, _ = model.predict(np.zeros((7, 4), dtype=np.float32))
+    assert actions.shape == (7,)
+    mean, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=2)
+    assert mean > 0
+
+
+def test_callbacks(tmp_path) -> None:
+    eval_env = gym.make("CartPole-v1")
+    checkpoint = CheckpointCallback(save_freq=64, save_path=str(tmp_path))
+    evaluation = EvalCallback(eval_env, eval_freq=64, n_eval_episodes=2, log_path=str(tmp_path))
+    model = ARSM("MlpPolicy", "CartPole-v1", seed=0, **SMALL)
+    model.learn(128, callback=[checkpoint, evaluation], progress_bar=True)
+    assert checkpoint.n_calls == model.num_timesteps  # one call per real step (1 env)
+    assert sorted(p.name for p in tmp_path.glob("rl_model_*.zip")) == ["rl_model_128_steps.zip", "rl_model_64_steps.zip"]
+    assert (tmp_path / "evaluations.npz").exists()
+
+    calls = []
+
+    def stop(_locals, _globals) -> bool:
+        calls.append(1)
+        return False
+
+    model.learn(128, callback=stop)
+    assert len(calls) == 1
+
+
+def test_logger_keys(tmp_path) -> None:
+    model = ARSM("MlpPolicy", "CartPole-v1", seed=0, **SMALL)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(128)
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "progress.csv")
+    for key in (
+        "rollout/ep_rew_mean",
+        "time/fps",
+        "time/total_timesteps",
+        "train/learning_rate",
+        "train/entropy_loss",
+        "train/policy_gradient_loss",
+        "train/n_updates",
+        "train/grad_log_variance",
+        "rollout/pseudo_actions_per_step",
+        "rollout/pseudo_step_share",
+        "rollout/pseudo_steps",
+        "time/total_pseudo_steps",
+        "time/pseudo_fps",
+    ):
+        assert key in frame.columns, key
+    # train/ keys of an update are dumped with the next iteration's rollout/ and time/ keys (as in SB3)
+    previous, last = frame.iloc[-2], frame.iloc[-1]
+    assert last["time/total_env_steps"] == previous["time/total_timesteps"] + last["time/total_pseudo_steps"]
+    assert 0 < last["rollout/pseudo_step_share"] <= 1
+
+
+def test_tensorboard_run_names(tmp_path) -> None:
+    model = ARSM("MlpPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), seed=0, **SMALL)
+    model.learn(64)
+    model.learn(64, reset_num_timesteps=False)
+    model.learn(64, tb_log_name="custom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ARSM_1", "custom_1"]
+
+
+def test_identity_env_learns() -> None:
+    env = DummyVecEnv([lambda: IdentityEnv(4)])
+    model = ARSM("MlpPolicy", env, gamma=0.4, learning_rate=0.01, seed=3, **SMALL).learn(1500)
+    evaluate_policy(model, env, n_eval_episodes=20, reward_threshold=90, warn=False)
+
+
+def test_identity_multidiscrete_learns() -> None:
+    env = DummyVecEnv([lambda: IdentityEnvMultiDiscrete(2)])
+    model = ARSM("MlpPolicy", env, gamma=0.4, learning_rate=0.01, seed=3, **SMALL).learn(1500)
+    evaluate_policy(model, env, n_eval_episodes=20, reward_threshold=90, warn=False)
