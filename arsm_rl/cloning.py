@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import random
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -228,22 +229,23 @@ class _GenericAdapter(_DictAdapter):
 _MT_STATE = re.compile(rb"(\d+(?: \d+){624})")
 
 
-def _ale_rng_state(ale: Any) -> tuple[np.ndarray, int]:
-    """Mersenne-Twister state of ALE's environment RNG, read from a serialized ``cloneState(include_rng=True)``.
+def _ale_rng_state(ale: Any) -> tuple[int, ...]:
+    """Mersenne-Twister state of ALE's environment RNG (624 words and the position), as used by
+    :meth:`random.Random.setstate`, read from a serialized ``cloneState(include_rng=True)``.
 
     ALE serializes its ``std::mt19937`` as 624 words and the position; it is the last such group.
     """
     groups = _MT_STATE.findall(ale.cloneState(include_rng=True).serialize())
     if not groups:  # pragma: no cover - depends on the ale-py serialization format
         raise NotCloneableError("cannot read ALE's RNG state from its serialized state (unsupported ale-py version?)")
-    words = groups[-1].split()
-    return np.array([int(w) for w in words[:624]], dtype=np.uint32), int(words[624])
+    return tuple(int(w) for w in groups[-1].split())
 
 
-def _mt(key: np.ndarray, pos: int) -> np.random.MT19937:
-    g = np.random.MT19937()
-    g.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
-    return g
+def _mt(words: tuple[int, ...]) -> random.Random:
+    """A Python Mersenne-Twister (same generator as ALE's ``std::mt19937``) in the given state."""
+    r = random.Random()
+    r.setstate((3, words, None))
+    return r
 
 
 class _StickyALE:
@@ -251,18 +253,19 @@ class _StickyALE:
 
     With ``repeat_action_probability`` p > 0, ALE keeps the *last applied* action (and paddle
     strength) in ``StellaEnvironment`` and, on every frame, applies it again with probability p
-    (two RNG draws per frame, player A first).  ``cloneState(include_rng=True)`` saves the emulator
-    and the RNG but not this memory, so a restored copy repeats *its own* last action instead.  The
-    proxy mirrors ALE's Mersenne-Twister in numpy (same draws, same ``u32 / 2**32 >= p`` rule) to
-    know the memory exactly; :class:`_AtariAdapter` then sets it in a restored copy by acting the
-    remembered action until the first accepted draw and restoring the state again.
+    (two RNG draws per frame, player A first, accepted when ``u32 / 2**32 >= p``).
+    ``cloneState(include_rng=True)`` saves the emulator and the RNG but not this memory, so a
+    restored copy would repeat *its own* last action instead.  The proxy mirrors ALE's
+    Mersenne-Twister (Python's :class:`random.Random` is the same generator) to know the memory
+    exactly; :class:`_AtariAdapter` sets it in a restored copy by acting the remembered action
+    until the first accepted draw and then restoring the state again.
     """
 
     def __init__(self, ale: Any, threshold: float, continuous: bool) -> None:
         self._ale = ale
         self._thr = int(np.ceil(threshold * 2.0**32))
         self._frame_skip = max(1, int(ale.getInt("frame_skip")))
-        self._g = _mt(*_ale_rng_state(ale))
+        self._r = _mt(_ale_rng_state(ale))
         # (action, paddle strength) last applied by ALE; None while unknown (after wrapping mid-episode)
         self.action: Any = None
         self.strength: Any = None if continuous else 1.0
@@ -271,8 +274,12 @@ class _StickyALE:
         return getattr(self._ale, name)
 
     def act(self, action: Any, paddle_strength: float = 1.0) -> Any:
-        raw = self._g.random_raw(2 * self._frame_skip)
-        if (raw[::2] >= self._thr).any():
+        bits, thr = self._r.getrandbits, self._thr
+        accepted = False
+        for _ in range(self._frame_skip):
+            accepted |= bits(32) >= thr  # player A
+            bits(32)  # player B
+        if accepted:
             self.action, self.strength = action, paddle_strength
         return self._ale.act(action, paddle_strength)
 
@@ -284,27 +291,35 @@ class _StickyALE:
         self._ale.loadROM(path)
         self.action = _ale_noop()
         self.strength = 1.0 if self.strength is not None else None
-        self._g = _mt(*_ale_rng_state(self._ale))
+        self._r = _mt(_ale_rng_state(self._ale))
 
     def restoreState(self, state: Any) -> None:
         self._ale.restoreState(state)  # restores the RNG but keeps the sticky memory
-        self._g = _mt(*_ale_rng_state(self._ale))
+        self._r = _mt(_ale_rng_state(self._ale))
 
     def restoreSystemState(self, state: Any) -> None:
         self._ale.restoreSystemState(state)
-        self._g = _mt(*_ale_rng_state(self._ale))
+        self._r = _mt(_ale_rng_state(self._ale))
 
-    def rng_state(self) -> tuple[np.ndarray, int]:
-        st = self._g.state["state"]
-        return st["key"].copy(), int(st["pos"])
+    def rng_state(self) -> tuple[int, ...]:
+        """The mirrored RNG state (624 words and the position)."""
+        state: tuple[int, ...] = self._r.getstate()[1]
+        return state
 
-    def frames_until_accepted(self, key: np.ndarray, pos: int) -> int:
-        """Number of ``act`` calls, from RNG state (key, pos), until one applies the requested action."""
-        g = _mt(key, pos)
+    def set_rng_state(self, words: tuple[int, ...]) -> None:
+        self._r.setstate((3, words, None))
+
+    def calls_until_accepted(self, words: tuple[int, ...]) -> int:
+        """Number of ``act`` calls, from RNG state ``words``, until one applies the requested action."""
+        r = _mt(words)
         calls = 0
         while True:
             calls += 1
-            if (g.random_raw(2 * self._frame_skip)[::2] >= self._thr).any():
+            accepted = False
+            for _ in range(self._frame_skip):
+                accepted |= r.getrandbits(32) >= self._thr
+                r.getrandbits(32)
+            if accepted:
                 return calls
 
 
@@ -343,18 +358,17 @@ class _AtariAdapter(_Adapter):
                     "not save the previously applied action, which must be tracked. Build the env with "
                     "arsm_rl.cloning.make_cloneable(env) (before reset) or use repeat_action_probability=0."
                 )
-            return (ale.cloneState(include_rng=True), None, 0, None, None)
+            return (ale.cloneState(include_rng=True), None, None, None)
         if ale.action is None or ale.strength is None:
             raise NotCloneableError(
                 f"{type(env).__name__}: the sticky previously-applied action is not known yet (the env was wrapped "
                 "with make_cloneable() mid-episode); call reset() first."
             )
-        key, pos = ale.rng_state()
-        return (ale._ale.cloneState(include_rng=True), key, pos, ale.action, ale.strength)
+        return (ale._ale.cloneState(include_rng=True), ale.rng_state(), ale.action, ale.strength)
 
     def set(self, env: Any, state: Any) -> None:
-        ale_state, key, pos, action, strength = state
-        if key is None:
+        ale_state, words, action, strength = state
+        if words is None:
             raw = env.ale._ale if isinstance(env.ale, _StickyALE) else env.ale
             raw.restoreState(ale_state)
             return
@@ -364,11 +378,11 @@ class _AtariAdapter(_Adapter):
         raw = proxy._ale
         raw.restoreState(ale_state)
         if (proxy.action, proxy.strength) != (action, strength):
-            for _ in range(proxy.frames_until_accepted(key, pos)):
+            for _ in range(proxy.calls_until_accepted(words)):
                 raw.act(action, strength)
             raw.restoreState(ale_state)  # back to the snapshot; the sticky memory now holds `action`
         proxy.action, proxy.strength = action, strength
-        proxy._g = _mt(key.copy(), pos)
+        proxy.set_rng_state(words)
 
     def fingerprint(self, env: Any) -> Any:
         return (
@@ -866,9 +880,15 @@ def make_cloneable(env: AnyEnv) -> AnyEnv:
 # ---------------------------------------------------------------------------------------------
 
 
+_TYPE_NAMES: dict[type, str] = {}
+
+
 def _type_name(env: Any) -> str:
     cls = type(env)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    name = _TYPE_NAMES.get(cls)
+    if name is None:
+        name = _TYPE_NAMES[cls] = f"{cls.__module__}.{cls.__qualname__}"
+    return name
 
 
 def _clone(env: AnyEnv) -> Snapshot:
