@@ -51,8 +51,7 @@ class _Collected:
     actions: np.ndarray  # (n, E, K) int64
     rewards: np.ndarray  # (n, E) float64, original (un-normalised) rewards
     dones: np.ndarray  # (n, E) bool, the episode ended with this step
-    refs: np.ndarray | None  # (n, E) int64 reference categories for "ars"
-    branches: dict[tuple[int, int], Any]  # (t, e) -> branch point before step t
+    branches: list[list[Any]]  # [t][e] branch point before step t (empty lists when no rollouts are needed)
     tail_branches: dict[int, Any]  # e -> branch point after the last step (ongoing episode)
     tail_obs: Any  # (E, *obs_shape) observations after the last step
 
@@ -317,17 +316,17 @@ class ARSM(BaseAlgorithm):
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []
         logits_list, noise_list, action_list, reward_list, done_list = [], [], [], [], []
-        ref_list: list[Any] = []
-        branches: dict[tuple[int, int], Any] = {}
+        branches: list[list[Any]] = []
+        # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets
+        # the update decide which steps to roll out from, all at once.
+        rollout_envs = [] if self.estimator in ("ar", "reinforce") else list(range(n_envs))
         callback.on_rollout_start()
-        for t in range(n):
+        for _ in range(n):
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(self._last_obs, self.device)).float().cpu()  # type: ignore[arg-type]
             noise = self._noise(self._real_rng, n_envs)
             actions = self._race(logits, noise)
-            refs = self._pseudo_rng.integers(self._n_categories, size=n_envs) if self.estimator == "ars" else None
-            needs = self._needs_branch(logits.numpy(), noise, refs)
-            branches.update(zip([(t, e) for e in needs], self._engine.branch_points(needs), strict=True))
+            branches.append(self._engine.branch_points(rollout_envs))
             new_obs, rewards, dones, infos = env.step(self._env_actions(actions))
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()
@@ -342,7 +341,6 @@ class ARSM(BaseAlgorithm):
             action_list.append(actions)
             reward_list.append(np.asarray(rewards, dtype=np.float64))
             done_list.append(np.asarray(dones, dtype=bool))
-            ref_list.append(refs)
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
         ongoing = [e for e in range(n_envs) if not done_list[-1][e]]
@@ -360,21 +358,10 @@ class ARSM(BaseAlgorithm):
             actions=np.stack(action_list),
             rewards=np.stack(reward_list),
             dones=np.stack(done_list),
-            refs=np.stack(ref_list) if self.estimator == "ars" else None,
             branches=branches,
             tail_branches=tail_branches,
             tail_obs=self._last_obs,
         )
-
-    def _needs_branch(self, logits: np.ndarray, noise: np.ndarray, refs: np.ndarray | None) -> list[int]:
-        """Sub-envs whose current step may get rollouts, so their state must be snapshot now."""
-        if self.estimator in ("ar", "reinforce"):
-            return []
-        if self.estimator in ("rloo", "all_action"):
-            return list(range(len(logits)))
-        codes = self._swap_codes(logits, noise)
-        rows, _ = self._distinct_pseudo(self._read_codes(codes, refs), codes[:, 0, 0])
-        return [int(e) for e in np.unique(rows)]
 
     @staticmethod
     def _read_codes(codes: np.ndarray, refs: np.ndarray | None) -> np.ndarray:
@@ -458,7 +445,7 @@ class ARSM(BaseAlgorithm):
             return plan
         if self.estimator in _SWAP_ESTIMATORS:
             noise = collected.noise.reshape(n_rows, *collected.noise.shape[2:])
-            plan.refs = None if collected.refs is None else collected.refs.reshape(-1)
+            plan.refs = self._pseudo_rng.integers(self._n_categories, size=n_rows) if self.estimator == "ars" else None
             plan.codes = self._read_codes(self._swap_codes(logits, noise), plan.refs)
             rows, codes = self._distinct_pseudo(plan.codes, true_codes)
         elif self.estimator == "rloo":
@@ -521,7 +508,7 @@ class ARSM(BaseAlgorithm):
         """
         assert self._engine is not None
         n_envs = collected.rewards.shape[1]
-        branches = [collected.branches[divmod(row, n_envs)] for row, _ in requests]
+        branches = [collected.branches[row // n_envs][row % n_envs] for row, _ in requests]
         branches += [collected.tail_branches[e] for e in tails]
         steps = [row // n_envs for row, _ in requests] + [-1] * len(tails)  # tails never share the real noise
         envs = [row % n_envs for row, _ in requests] + tails
@@ -547,12 +534,18 @@ class ARSM(BaseAlgorithm):
         tail_of = dict(zip(tails, tail_rewards, strict=True))
         for e in range(n_envs):
             rewards, dones = collected.rewards[:, e], collected.dones[:, e]
-            known = n if (e in tail_of or dones[-1]) else _trailing_start(dones)
+            # Without a tail, values in the still-running episode are known only where their horizon fits.
+            if e in tail_of or dones[-1]:
+                unknown_from = n
+            elif self.pseudo_horizon is None:
+                unknown_from = _trailing_start(dones)
+            else:
+                unknown_from = max(_trailing_start(dones), n - self.pseudo_horizon + 1)
             if e in tail_of:
                 tail = tail_of[e]
                 rewards = np.concatenate([rewards, tail])
                 dones = np.concatenate([dones, np.arange(len(tail)) == len(tail) - 1])
-            values[:known, e] = discounted_returns(rewards, dones, self.gamma, self.pseudo_horizon)[:known]
+            values[:unknown_from, e] = discounted_returns(rewards, dones, self.gamma, self.pseudo_horizon)[:unknown_from]
         return values
 
     def _step_gradients(self, plan: _Plan, collected: _Collected, q_true: np.ndarray, values: np.ndarray) -> np.ndarray:

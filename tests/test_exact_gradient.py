@@ -7,6 +7,8 @@ stream of episodes is the exact gradient dJ/dlogits divided by the expected epis
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch as th
@@ -15,7 +17,7 @@ from arsm_rl import ARSM
 from envs import RandomMDP
 
 
-def mean_update(estimator: str, n_calls: int, n_steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mean_update(estimator: str, n_calls: int, n_steps: int, seed: int = 0, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
     """
     Average change of the logits table over ``n_calls`` updates from the same parameters (the env
     runs on across calls), and the exact gradient there divided by the expected episode length.
@@ -31,6 +33,7 @@ def mean_update(estimator: str, n_calls: int, n_steps: int, seed: int = 0) -> tu
         max_grad_norm=None,
         policy_kwargs=dict(net_arch=[], optimizer_class=th.optim.SGD, optimizer_kwargs={}),
         seed=seed,
+        **kwargs,
     )
     linear = model.policy.logits_net[0]
     with th.no_grad():  # a clearly non-uniform policy, logits[s] = W[:, s] + b
@@ -53,6 +56,15 @@ def test_mean_update_is_the_exact_gradient(estimator: str) -> None:
     cosine = (update * exact).sum() / np.linalg.norm(update) / np.linalg.norm(exact)
     assert cosine >= 0.99, cosine
     assert np.linalg.norm(update) / np.linalg.norm(exact) == pytest.approx(1.0, abs=0.1)
+
+
+def test_budgeted_update_stays_unbiased() -> None:
+    """Over budget, sub-sampled steps are reweighted (Horvitz-Thompson): still the exact gradient on average."""
+    update, exact = mean_update("arsm", n_calls=30, n_steps=200, max_pseudo_rollouts=20)
+    cosine = (update * exact).sum() / np.linalg.norm(update) / np.linalg.norm(exact)
+    assert cosine >= 0.9, cosine
+    # Without the reweighting the update would shrink to about budget / informative steps (~0.15).
+    assert np.linalg.norm(update) / np.linalg.norm(exact) == pytest.approx(1.0, abs=0.15)
 
 
 @pytest.mark.slow

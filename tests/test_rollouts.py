@@ -1,0 +1,160 @@
+"""Pseudo-rollout engine: exact continuations, observation pipeline, return arithmetic, budgets, horizons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
+
+from arsm_rl import ARSM
+from arsm_rl.rollouts import RolloutEngine, discounted_returns, enable_cloning
+from envs import RandomMDP
+
+
+def test_discounted_returns_pinned() -> None:
+    rewards = np.array([1.0, 2.0, 3.0, 4.0])
+    dones = np.array([False, True, False, False])
+    # Episode 1: [1, 2] -> 1 + 0.5 * 2 = 2, 2. Episode 2 (open): [3, 4] -> 3 + 0.5 * 4 = 5, 4.
+    assert np.array_equal(discounted_returns(rewards, dones, 0.5), [2.0, 2.0, 5.0, 4.0])
+    # Horizon 1: the immediate reward.
+    assert np.array_equal(discounted_returns(rewards, dones, 0.5, horizon=1), rewards)
+    # Time-major batches: columns are independent sequences.
+    batch = discounted_returns(np.stack([rewards, rewards[::-1]], 1), np.zeros((4, 2), dtype=bool), 1.0)
+    assert np.array_equal(batch[0], [10.0, 10.0])
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 7, 50])
+def test_horizon_values_are_bit_equal_to_cut_sequences(horizon: int) -> None:
+    """Q_h[t] equals the full recursion on the sequence cut after h rewards, bit for bit."""
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=40)
+    dones = rng.random(40) < 0.1
+    values = discounted_returns(rewards, dones, 0.97, horizon=horizon)
+    for t in range(40):
+        end = t + horizon
+        stops = np.flatnonzero(dones[t:end])
+        end = t + stops[0] + 1 if len(stops) else min(end, 40)
+        cut_dones = np.zeros(end - t, dtype=bool)
+        cut_dones[-1] = True
+        assert values[t] == discounted_returns(rewards[t:end], cut_dones, 0.97)[0]
+
+
+def _replay_check(venv: VecEnv, n_real: int = 60, branch_at: int = 10) -> None:
+    """A rollout from a branch point, fed the real actions, reproduces the real rewards and observations."""
+    enable_cloning(venv)
+    engine = RolloutEngine(venv)
+    rng = np.random.default_rng(0)
+    venv.seed(3)
+    obs = venv.reset()
+    actions = rng.integers(2, size=(n_real, venv.num_envs))
+    real_obs, real_rewards, real_dones, branch = [], [], [], None
+    for t in range(n_real):
+        if t == branch_at:
+            branch = engine.branch_points([1])
+        obs, rewards, dones, _ = venv.step(actions[t])
+        real_obs.append(obs[1].copy())
+        real_rewards.append(rewards[1])
+        real_dones.append(dones[1])
+    end = branch_at + int(np.argmax(real_dones[branch_at:])) if any(real_dones[branch_at:]) else n_real - 1
+    seen = []
+
+    def act(batch_obs: np.ndarray, ids: np.ndarray, depth: int) -> np.ndarray:
+        seen.append(batch_obs[0].copy())
+        return actions[branch_at + depth, 1][None]
+
+    assert branch is not None
+    batch = engine.run(branch, actions[branch_at, 1][None], act, horizons=[end - branch_at + 1])
+    assert batch.lengths[0] == end - branch_at + 1
+    assert np.array_equal(batch.rewards[0], np.asarray(real_rewards[branch_at : end + 1], dtype=np.float64))
+    for k, observed in enumerate(seen):
+        assert np.array_equal(observed, real_obs[branch_at + k])
+
+
+def test_rollout_reproduces_the_real_continuation() -> None:
+    _replay_check(make_vec_env("CartPole-v1", n_envs=2))
+
+
+def test_rollout_mirrors_vec_frame_stack() -> None:
+    _replay_check(VecFrameStack(make_vec_env("CartPole-v1", n_envs=2), n_stack=4))
+
+
+def test_rollout_mirrors_frozen_vec_normalize() -> None:
+    venv = VecNormalize(VecFrameStack(make_vec_env("CartPole-v1", n_envs=2), n_stack=2), training=False)
+    venv.obs_rms.mean[:] = 0.1  # non-trivial frozen statistics
+    venv.obs_rms.var[:] = 4.0
+    _replay_check(venv)
+
+
+def test_rollouts_never_touch_the_training_env() -> None:
+    venv = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    monitor = venv.envs[0]
+    enable_cloning(venv)
+    engine = RolloutEngine(venv)
+    venv.reset()
+    rng_before = monitor.unwrapped.np_random.bit_generator.state
+    branch = engine.branch_points([0])
+    engine.run(branch * 5, np.zeros(5, dtype=np.int64), lambda obs, ids, depth: np.ones(len(ids), dtype=np.int64))
+    assert monitor.unwrapped.np_random.bit_generator.state == rng_before
+    assert monitor.get_total_steps() == 0 and monitor.get_episode_rewards() == []
+
+
+def test_budget_caps_rollouts_for_two_actions() -> None:
+    """With two actions every informative step needs exactly one rollout, so the budget is exact."""
+    model = ARSM("MlpPolicy", "CartPole-v1", n_steps=64, max_pseudo_rollouts=5, seed=0, policy_kwargs=dict(net_arch=[8]))
+    model.learn(64)
+    assert model.logger.name_to_value["rollout/pseudo_rollouts"] == 5
+
+
+def test_pseudo_horizon_reduces_to_the_myopic_gradient() -> None:
+    """pseudo_horizon=1 values every action by its immediate reward: the mean update becomes the exact
+    gradient of the one-step reward, d(s) p(a|s) (r(s, a) - sum_b p(b|s) r(s, b)), over the expected length."""
+    env = RandomMDP()
+    model = ARSM(
+        "MlpPolicy",
+        env,
+        n_steps=200,
+        gamma=1.0,
+        pseudo_horizon=1,
+        learning_rate=1.0,
+        max_grad_norm=None,
+        policy_kwargs=dict(net_arch=[], optimizer_class=th.optim.SGD, optimizer_kwargs={}),
+        seed=0,
+    )
+    linear = model.policy.logits_net[0]
+    with th.no_grad():
+        linear.weight.copy_(th.as_tensor(np.random.default_rng(1).normal(size=(3, 3))))
+        linear.bias.zero_()
+    start = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    deltas = []
+    for _ in range(20):
+        model.learn(200, reset_num_timesteps=False)
+        deltas.append((linear.weight.detach() - start["logits_net.0.weight"]).numpy().copy())
+        model.policy.load_state_dict(start)
+    table = start["logits_net.0.weight"].numpy().T
+    p = np.exp(table) / np.exp(table).sum(1, keepdims=True)
+    _, visits = env.policy_gradient(table)
+    myopic = (visits[:, None] * p * (env.rewards - (p * env.rewards).sum(1, keepdims=True))).T / visits.sum()
+    update = np.mean(deltas, axis=0)
+    cosine = (update * myopic).sum() / np.linalg.norm(update) / np.linalg.norm(myopic)
+    assert cosine >= 0.99, cosine
+    assert np.linalg.norm(update) / np.linalg.norm(myopic) == pytest.approx(1.0, abs=0.1)
+
+
+def test_share_noise_rollout_of_the_true_action_is_the_real_return() -> None:
+    """Common random numbers: a rollout that starts with the true action and reuses the real noise
+    replays the real trajectory, so its value equals the real return exactly (paper check H)."""
+    model = ARSM("MlpPolicy", "CartPole-v1", n_steps=300, share_noise=True, seed=2, policy_kwargs=dict(net_arch=[8]))
+    _, callback = model._setup_learn(300, None)
+    model._engine = RolloutEngine(model.env)
+    collected = model._collect(model.env, callback)
+    assert collected is not None
+    t = 0
+    end = t + int(np.argmax(collected.dones[t:, 0]))
+    assert collected.dones[end, 0], "pick a seed whose episode ends inside the window"
+    act = model._act_fn(np.array([t]), np.array([0]), collected.noise)
+    batch = model._engine.run([collected.branches[t][0]], collected.actions[t, :, 0], act)
+    real = discounted_returns(collected.rewards[:, 0], collected.dones[:, 0], model.gamma)[t]
+    ends = np.arange(batch.rewards.shape[1]) == batch.lengths[0] - 1
+    assert discounted_returns(batch.rewards[0], ends, model.gamma)[0] == real
