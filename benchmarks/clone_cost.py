@@ -1,0 +1,288 @@
+"""Cost of exact env snapshots (arsm_rl.cloning) per env family.
+
+For each env: the µs of one env step, of ``clone_state`` (on the real env) + ``restore_state``
+(into a scratch copy, as the ARSM rollout engine does), their ratio in "env-step equivalents",
+and the one-off cost of ``scratch_copy``.  For LunarLander (replay family) also the restore cost
+as a function of the prefix length.  Every number is the median of several repeats.
+
+Run from the repository root::
+
+    python benchmarks/clone_cost.py            # writes benchmarks/results/clone_cost.md
+    python benchmarks/clone_cost.py --quick    # fewer repeats (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from arsm_rl.cloning import clone_state, family_of, make_cloneable, restore_state, scratch_copy
+
+RESULTS = Path(__file__).resolve().parent / "results" / "clone_cost.md"
+
+
+def _register_optional() -> dict[str, bool]:
+    have = {}
+    try:
+        import ale_py
+
+        gym.register_envs(ale_py)
+        have["ale"] = True
+    except ImportError:
+        have["ale"] = False
+    try:
+        import minigrid  # noqa: F401
+
+        have["minigrid"] = True
+    except ImportError:
+        have["minigrid"] = False
+    try:
+        from stable_baselines3.common import atari_wrappers
+
+        have["cv2"] = atari_wrappers.cv2 is not None
+        if not have["cv2"]:  # numpy stand-in so that SB3's WarpFrame runs (marked in the table)
+            atari_wrappers.cv2 = types.SimpleNamespace(  # type: ignore[assignment]
+                COLOR_RGB2GRAY=7,
+                INTER_AREA=3,
+                cvtColor=lambda f, c: (f @ np.array([0.299, 0.587, 0.114])).astype(np.uint8),
+                resize=lambda f, size, interpolation=0: f[np.linspace(0, f.shape[0] - 1, size[1]).astype(int)][
+                    :, np.linspace(0, f.shape[1] - 1, size[0]).astype(int)
+                ],
+            )
+    except ImportError:
+        have["cv2"] = False
+    return have
+
+
+def _sb3_atari() -> gym.Env[Any, Any]:
+    from gymnasium.wrappers import FrameStackObservation
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+    return FrameStackObservation(AtariWrapper(gym.make("ALE/Breakout-v5", frameskip=1)), 4)
+
+
+def _cases(have: dict[str, bool]) -> list[tuple[str, Callable[[], gym.Env[Any, Any]], int]]:
+    cases: list[tuple[str, Callable[[], gym.Env[Any, Any]], int]] = [
+        ("CartPole-v1", lambda: gym.make("CartPole-v1"), 10),
+        ("Acrobot-v1", lambda: gym.make("Acrobot-v1"), 50),
+        ("MountainCar-v0", lambda: gym.make("MountainCar-v0"), 50),
+        ("FrozenLake-v1 slippery", lambda: gym.make("FrozenLake-v1", is_slippery=True), 3),
+        ("Taxi-v4 rainy+fickle", lambda: gym.make("Taxi-v4", is_rainy=True, fickle_passenger=True), 50),
+        ("CliffWalking-v1 slippery", lambda: gym.make("CliffWalking-v1", is_slippery=True), 50),
+        ("LunarLander-v3 wind (replay)", lambda: gym.make("LunarLander-v3", enable_wind=True), 100),
+    ]
+    if have["ale"]:
+        cases += [
+            ("ALE/Pong-v5 (sticky p=0.25)", lambda: gym.make("ALE/Pong-v5"), 100),
+            ("ALE/Pong-v5 (p=0)", lambda: gym.make("ALE/Pong-v5", repeat_action_probability=0.0), 100),
+            ("ALE/Breakout-v5 (sticky p=0.25)", lambda: gym.make("ALE/Breakout-v5"), 100),
+            ("Breakout SB3 AtariWrapper+FrameStack(4)" + ("" if have["cv2"] else " *"), _sb3_atari, 100),
+        ]
+    if have["minigrid"]:
+        cases += [
+            ("MiniGrid-DoorKey-8x8", lambda: gym.make("MiniGrid-DoorKey-8x8-v0"), 20),
+            ("MiniGrid-Dynamic-Obstacles-8x8", lambda: gym.make("MiniGrid-Dynamic-Obstacles-8x8-v0"), 5),
+        ]
+    return cases
+
+
+def _median_us(fn: Callable[[], None], repeats: int, min_time: float) -> float:
+    """Median over ``repeats`` of the mean µs per call, each repeat running at least ``min_time`` s."""
+    out = []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time:
+                break
+        out.append(elapsed / n * 1e6)
+    return statistics.median(out)
+
+
+def _step_us(env: gym.Env[Any, Any], repeats: int, min_time: float) -> float:
+    rng = np.random.default_rng(0)
+    n_act = int(env.action_space.n)  # type: ignore[attr-defined]
+    per_repeat = []
+    for _ in range(repeats):
+        total, n = 0.0, 0
+        while total < min_time:
+            a = int(rng.integers(n_act))
+            t0 = time.perf_counter()
+            _, _, term, trunc, _ = env.step(a)
+            total += time.perf_counter() - t0
+            n += 1
+            if term or trunc:
+                env.reset()
+        per_repeat.append(total / n * 1e6)
+    return statistics.median(per_repeat)
+
+
+def _to_mid_episode(env: gym.Env[Any, Any], prefix: int, seed: int = 0) -> None:
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    n_act = int(env.action_space.n)  # type: ignore[attr-defined]
+    for _ in range(prefix):
+        _, _, term, trunc, _ = env.step(int(rng.integers(n_act)))
+        if term or trunc:
+            env.reset()
+
+
+def measure_family(name: str, make: Callable[[], gym.Env[Any, Any]], prefix: int, repeats: int, min_time: float) -> dict:
+    step_env = make_cloneable(make())
+    step_env.reset(seed=1)
+    step = _step_us(step_env, repeats, min_time)
+    real = make_cloneable(make())
+    _to_mid_episode(real, prefix)
+    t0 = time.perf_counter()
+    sim = scratch_copy(real)
+    scratch_ms = (time.perf_counter() - t0) * 1e3
+    snap = clone_state(real)
+    restore_state(sim, snap)  # warm-up (installs trackers, first-call checks)
+    clone = _median_us(lambda: clone_state(real), repeats, min_time)
+    restore = _median_us(lambda: restore_state(sim, snap), repeats, min_time)
+    both = _median_us(lambda: restore_state(sim, clone_state(real)), repeats, min_time)
+    return {
+        "name": name,
+        "family": family_of(real),
+        "step": step,
+        "clone": clone,
+        "restore": restore,
+        "both": both,
+        "ratio": both / step,
+        "scratch_ms": scratch_ms,
+        "restore_steps": snap.restore_steps,
+    }
+
+
+def _heuristic_actions(n: int, seed: int = 0) -> list[int]:
+    """Actions of gymnasium's LunarLander heuristic for ``n`` steps (continuing past the episode end)."""
+    from gymnasium.envs.box2d.lunar_lander import heuristic
+
+    env = gym.make("LunarLander-v3", enable_wind=True)
+    obs, _ = env.reset(seed=seed)
+    acts = []
+    for _ in range(n):
+        a = int(heuristic(env.unwrapped, obs))
+        acts.append(a)
+        obs, *_ = env.step(a)
+    return acts
+
+
+def measure_replay(prefixes: list[int], repeats: int, min_time: float) -> list[dict]:
+    acts = _heuristic_actions(max(prefixes))
+    rows = []
+    step_env = make_cloneable(gym.make("LunarLander-v3", enable_wind=True))
+    step_env.reset(seed=0)
+    step = _step_us(step_env, repeats, min_time)
+    for L in prefixes:
+        real = make_cloneable(gym.make("LunarLander-v3", enable_wind=True))
+        real.reset(seed=0)
+        for a in acts[:L]:
+            real.step(a)
+        sim = scratch_copy(real)
+        snap = clone_state(real)
+        restore_state(sim, snap)
+        restore = _median_us(lambda: restore_state(sim, snap), repeats, min_time)  # noqa: B023
+        rows.append({"prefix": L, "restore": restore, "ratio": restore / step, "step": step})
+    base = rows[0]["restore"] if rows and rows[0]["prefix"] == 0 else 0.0
+    for r in rows:
+        r["per_step"] = (r["restore"] - base) / r["prefix"] if r["prefix"] else float("nan")
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def render(rows: list[dict], replay: list[dict], have: dict[str, bool], args: argparse.Namespace, wall: float) -> str:
+    lines = [
+        "# Clone cost per env family (arsm_rl.cloning)",
+        "",
+        f"Command: `python benchmarks/clone_cost.py`{' --quick' if args.quick else ''} "
+        f"(median of {args.repeats} repeats, each ≥ {args.min_time} s; total {wall:.0f} s).",
+        f"Machine: {platform.machine()}, Python {platform.python_version()}, gymnasium {gym.__version__}"
+        + (f", ale-py {__import__('ale_py').__version__}" if have["ale"] else "")
+        + ". Shared 2-core VM: expect ±30 % noise.",
+        "",
+        "*step* = one `env.step` of the `gym.make` env with its wrappers (and `CloneableWrapper`); "
+        "*clone + restore* = `clone_state(real)` then `restore_state(scratch, snap)` (what one pseudo-action "
+        "rollout pays); *env-steps* = (clone + restore) / step; *restore_steps* = steps a restore replays "
+        "(snapshot taken after a 100-step random prefix, through episode ends); *scratch_copy* = one-off cost of a pool env.",
+        "",
+        "| env | family | step µs | clone µs | restore µs | clone+restore µs | env-steps | restore_steps | scratch_copy ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['family']} | {_fmt(r['step'])} | {_fmt(r['clone'])} | {_fmt(r['restore'])} | "
+            f"{_fmt(r['both'])} | {r['ratio']:.2f} | {r['restore_steps']} | {r['scratch_ms']:.1f} |"
+        )
+    if not have["cv2"]:
+        lines += ["", "\\* OpenCV is not installed: SB3's WarpFrame ran on a numpy stand-in (step time not representative)."]
+    lines += [
+        "",
+        "## LunarLander-v3 (wind) replay: restore cost vs prefix length",
+        "",
+        "A restore resets the scratch env with the recorded seed / RNG state and replays the prefix "
+        "(actions of gymnasium's heuristic lander, continued past the episode end where needed).",
+        "",
+        "| prefix (steps since reset) | restore µs | env-steps | µs per replayed step |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in replay:
+        per = "-" if r["prefix"] == 0 else _fmt(r["per_step"])
+        lines.append(f"| {r['prefix']} | {_fmt(r['restore'])} | {r['ratio']:.1f} | {per} |")
+    if replay:
+        lines += [
+            "",
+            f"env-steps are relative to one random-policy LunarLander step ({_fmt(replay[0]['step'])} µs), measured "
+            "in the same run. Prefix 0 is the reset alone; µs per replayed step = (restore - reset) / prefix.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-time", type=float, default=0.15)
+    parser.add_argument("--quick", action="store_true", help="3 repeats of 0.05 s (smoke test)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.min_time = 3, 0.05
+    start = time.perf_counter()
+    have = _register_optional()
+    rows = []
+    for name, make, prefix in _cases(have):
+        row = measure_family(name, make, prefix, args.repeats, args.min_time)
+        print(
+            f"{name:48s} step {row['step']:9.1f} µs  clone+restore {row['both']:9.1f} µs  "
+            f"= {row['ratio']:6.2f} steps  scratch_copy {row['scratch_ms']:7.1f} ms",
+            flush=True,
+        )
+        rows.append(row)
+    replay = measure_replay([0, 10, 100, 500], args.repeats, args.min_time)
+    for r in replay:
+        print(f"LunarLander replay prefix {r['prefix']:4d}: restore {r['restore']:9.1f} µs = {r['ratio']:6.1f} steps")
+    text = render(rows, replay, have, args, time.perf_counter() - start)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
