@@ -237,6 +237,110 @@ class RolloutBatch:
         return int(self.lengths.sum()) + self.restore_steps
 
 
+class _EnvSteppers:
+    """Rollouts on a list of scratch envs: restore each, step the live ones one by one."""
+
+    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot]) -> None:
+        self.envs = pool.take(len(snapshots))
+        for env, snapshot in zip(self.envs, snapshots, strict=True):
+            restore_state(env, snapshot)
+        self.raw: list[Any] = [None] * len(snapshots)
+
+    def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
+        """:return: the latest raw observations (R rows), and rewards and episode ends of the live rows"""
+        rewards, ended = np.zeros(len(live)), np.zeros(len(live), dtype=bool)
+        for r in np.flatnonzero(live):
+            self.raw[r], rewards[r], terminated, truncated, _ = self.envs[r].step(_env_action(actions[r]))
+            ended[r] = terminated or truncated
+        return _stack_obs(self.raw), rewards, ended
+
+
+class _CartPoleSteppers:
+    """
+    Rollouts of ``gym.make("CartPole-v1")``-style envs as one numpy batch: the dynamics of gymnasium's
+    ``CartPoleEnv.step`` and ``TimeLimit``, operation for operation, so results are bit-identical to
+    stepping the envs one by one (``tests/test_rollouts.py`` checks this against :class:`_EnvSteppers`).
+    """
+
+    _LAYERS = ("TimeLimit", "OrderEnforcing", "PassiveEnvChecker", "CloneableWrapper")
+
+    @classmethod
+    def supports(cls, env: gym.Env) -> bool:
+        """Exactly a CartPoleEnv under stateless layers and a TimeLimit (the layers ``gym.make`` adds)."""
+        from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+        layers = []
+        while isinstance(env, gym.Wrapper):
+            layers.append(type(env).__name__)
+            env = env.env
+        return type(env) is CartPoleEnv and set(layers) <= set(cls._LAYERS) and layers.count("TimeLimit") <= 1
+
+    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot]) -> None:
+        scratch = pool.take(1)[0]
+        cartpole: Any = scratch.unwrapped
+        self.cartpole = cartpole
+        n = len(snapshots)
+        self.state = np.empty((n, 4))
+        self.elapsed = np.zeros(n, dtype=np.int64)
+        for r, snapshot in enumerate(snapshots):
+            restore_state(scratch, snapshot)
+            if cartpole.steps_beyond_terminated is not None:
+                raise ValueError("internal error: CartPole snapshot taken after termination")
+            self.state[r] = cartpole.state
+            self.elapsed[r] = _elapsed_steps(scratch)
+        self.max_steps = _max_episode_steps(scratch)
+        self.obs = self.state.astype(np.float32)
+
+    def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
+        c = self.cartpole
+        rows = np.flatnonzero(live)
+        x, x_dot, theta, theta_dot = self.state[rows].T
+        force = np.where(actions[rows] == 1, c.force_mag, -c.force_mag)
+        costheta = np.cos(theta)
+        sintheta = np.sin(theta)
+        temp = (force + c.polemass_length * np.square(theta_dot) * sintheta) / c.total_mass
+        thetaacc = (c.gravity * sintheta - costheta * temp) / (
+            c.length * (4.0 / 3.0 - c.masspole * np.square(costheta) / c.total_mass)
+        )
+        xacc = temp - c.polemass_length * thetaacc * costheta / c.total_mass
+        if c.kinematics_integrator == "euler":
+            x = x + c.tau * x_dot
+            x_dot = x_dot + c.tau * xacc
+            theta = theta + c.tau * theta_dot
+            theta_dot = theta_dot + c.tau * thetaacc
+        else:
+            x_dot = x_dot + c.tau * xacc
+            x = x + c.tau * x_dot
+            theta_dot = theta_dot + c.tau * thetaacc
+            theta = theta + c.tau * theta_dot
+        self.state[rows] = np.stack([x, x_dot, theta, theta_dot], axis=1)
+        self.obs[rows] = self.state[rows].astype(np.float32)
+        terminated = (x < -c.x_threshold) | (x > c.x_threshold) | (theta < -c.theta_threshold_radians)
+        terminated |= theta > c.theta_threshold_radians
+        alive_reward, fall_reward = (0.0, -1.0) if c._sutton_barto_reward else (1.0, 1.0)
+        rewards, ended = np.zeros(len(live)), np.zeros(len(live), dtype=bool)
+        rewards[rows] = np.where(terminated, fall_reward, alive_reward)
+        self.elapsed[rows] += 1
+        ended[rows] = terminated | (self.elapsed[rows] >= self.max_steps)
+        return self.obs, rewards, ended
+
+
+def _elapsed_steps(env: gym.Env) -> int:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return int(env._elapsed_steps or 0)
+        env = env.env
+    return 0
+
+
+def _max_episode_steps(env: gym.Env) -> int:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return int(env._max_episode_steps or np.iinfo(np.int64).max)
+        env = env.env
+    return np.iinfo(np.int64).max
+
+
 def run_lockstep(
     pool: ScratchPool,
     snapshots: Sequence[Snapshot],
@@ -245,13 +349,14 @@ def run_lockstep(
     pipeline: ObsPipeline,
     act: ActFn,
     horizons: Sequence[int | None] | None = None,
+    vectorised: bool = False,
 ) -> RolloutBatch:
     """
     Run one rollout per snapshot, all in lockstep, until each episode ends or reaches its horizon.
 
     Rollout ``r`` restores ``snapshots[r]`` into a scratch env, takes ``first_actions[r]``, then
-    follows ``act``. Each lockstep iteration steps every live scratch env once and calls ``act``
-    once on the batch of live rollouts.
+    follows ``act``. Each lockstep iteration steps every live rollout once and calls ``act`` once
+    on the batch of live rollouts.
 
     :param pool: scratch envs
     :param snapshots: (R,) states to branch from
@@ -260,41 +365,33 @@ def run_lockstep(
     :param pipeline: observation transforms of the training ``VecEnv``
     :param act: policy for the steps after the first
     :param horizons: (R,) maximum steps of each rollout (``None``: the whole episode); ``None`` for no limits
+    :param vectorised: step CartPole rollouts as one numpy batch (only where ``_CartPoleSteppers.supports``)
     :return: the rollouts' rewards
     """
     n = len(snapshots)
     if n == 0:
         return RolloutBatch(np.zeros((0, 0)), np.zeros(0, dtype=np.int64), 0)
-    envs = pool.take(n)
     limits = np.array([np.iinfo(np.int64).max if h is None else h for h in (horizons or [None] * n)], dtype=np.int64)
-    restore_steps = 0
-    for env, snapshot in zip(envs, snapshots, strict=True):
-        restore_state(env, snapshot)
-        restore_steps += snapshot.restore_steps
+    steppers = _CartPoleSteppers(pool, snapshots) if vectorised else _EnvSteppers(pool, snapshots)
     stacks = pipeline.start(obs_states)
     live = np.ones(n, dtype=bool)
     lengths = np.zeros(n, dtype=np.int64)
     rewards: list[np.ndarray] = []
     actions = first_actions
-    raw: list[Any] = [None] * n
     depth = 0  # steps taken by every live rollout
     while True:  # one lockstep iteration: every live rollout takes one step
-        step_rewards = np.zeros(n)
-        for r in np.flatnonzero(live):
-            obs, reward, terminated, truncated, _ = envs[r].step(_env_action(actions[r]))
-            raw[r] = obs
-            step_rewards[r] = reward
-            lengths[r] += 1
-            if terminated or truncated or lengths[r] >= limits[r]:
-                live[r] = False
+        raw, step_rewards, ended = steppers.step(actions, live)
         rewards.append(step_rewards)
+        lengths += live
+        live &= ~ended & (lengths < limits)
         depth += 1
         if not live.any():
             break
-        batch_obs = pipeline.transform(_stack_obs(raw), stacks)
+        batch_obs = pipeline.transform(raw, stacks)
         ids = np.flatnonzero(live)
         actions = np.array(actions, copy=True)
         actions[ids] = act(_select(batch_obs, ids), ids, depth)
+    restore_steps = sum(snapshot.restore_steps for snapshot in snapshots)
     return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps)
 
 
@@ -311,6 +408,7 @@ class RolloutEngine:
         self.cloner = VecCloner(venv)
         self.pipeline = ObsPipeline(venv)
         self.pool = ScratchPool(self.cloner.scratch_copy)
+        self.vectorised = _CartPoleSteppers.supports(self.pool.take(1)[0])
 
     def branch_points(self, indices: Sequence[int]) -> list[tuple[Snapshot, list[Any]]]:
         """
@@ -330,7 +428,7 @@ class RolloutEngine:
         """Run one rollout per branch point in lockstep; see :func:`run_lockstep`."""
         snapshots = [snapshot for snapshot, _ in branches]
         obs_states = [state for _, state in branches]
-        return run_lockstep(self.pool, snapshots, first_actions, obs_states, self.pipeline, act, horizons)
+        return run_lockstep(self.pool, snapshots, first_actions, obs_states, self.pipeline, act, horizons, self.vectorised)
 
     def close(self) -> None:
         self.pool.close()

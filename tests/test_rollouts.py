@@ -158,3 +158,34 @@ def test_share_noise_rollout_of_the_true_action_is_the_real_return() -> None:
     real = discounted_returns(collected.rewards[:, 0], collected.dones[:, 0], model.gamma)[t]
     ends = np.arange(batch.rewards.shape[1]) == batch.lengths[0] - 1
     assert discounted_returns(batch.rewards[0], ends, model.gamma)[0] == real
+
+
+def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
+    """The numpy CartPole batch gives the same rewards and observations as the envs stepped one by one."""
+    venv = make_vec_env("CartPole-v1", n_envs=4, seed=0, env_kwargs=dict(max_episode_steps=60))
+    enable_cloning(venv)
+    engine = RolloutEngine(venv)
+    assert engine.vectorised
+    venv.reset()
+    rng = np.random.default_rng(0)
+    branches = []
+    for _ in range(30):  # branch points along random real trajectories, some near the 60-step limit
+        branches += engine.branch_points(range(4))
+        venv.step(rng.integers(2, size=4))
+    first = rng.integers(2, size=len(branches))
+    results = {}
+    for vectorised in (False, True):
+        engine.vectorised = vectorised
+        seen = []
+        policy = np.random.default_rng(1)
+
+        def act(obs: np.ndarray, ids: np.ndarray, depth: int, seen: list = seen, policy=policy) -> np.ndarray:
+            seen.append(obs.copy())
+            return (obs[:, 2] + 0.01 * policy.normal(size=len(ids)) > 0).astype(np.int64)
+
+        batch = engine.run(branches, first, act, horizons=[None] * (len(branches) - 5) + [3] * 5)
+        results[vectorised] = (batch.rewards, batch.lengths, seen)
+    assert np.array_equal(results[False][0], results[True][0])
+    assert np.array_equal(results[False][1], results[True][1])
+    assert all(np.array_equal(a, b) for a, b in zip(results[False][2], results[True][2], strict=True))
+    assert results[True][1].max() > 3
