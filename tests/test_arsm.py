@@ -226,3 +226,38 @@ def test_identity_multidiscrete_learns() -> None:
     env = DummyVecEnv([lambda: IdentityEnvMultiDiscrete(2)])
     model = ARSM("MlpPolicy", env, gamma=0.4, learning_rate=0.01, seed=3, **SMALL).learn(1500)
     evaluate_policy(model, env, n_eval_episodes=20, reward_threshold=90, warn=False)
+
+
+class TinyImageEnv(gym.Env):
+    """A random walk on 0..4 seen as a 36x36 grey image (big enough for NatureCNN); reward for reaching 4."""
+
+    observation_space = gym.spaces.Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def _obs(self) -> np.ndarray:
+        return np.full((36, 36, 1), 50 * self.position, dtype=np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position, self.steps = 2, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.position = int(np.clip(self.position + (1 if action == 1 else -1) + self.np_random.integers(-1, 2), 0, 4))
+        self.steps += 1
+        return self._obs(), float(self.position == 4), False, self.steps >= 10, {}
+
+
+def test_cnn_policy_on_images() -> None:
+    model = ARSM("CnnPolicy", TinyImageEnv(), seed=0, n_steps=16).learn(32)
+    assert model.num_pseudo_steps > 0
+    assert model.env.observation_space.shape == (1, 36, 36)  # SB3's VecTransposeImage, mirrored in rollouts
+
+
+def test_multi_input_policy_on_dict_observations() -> None:
+    from stable_baselines3.common.envs import SimpleMultiObsEnv
+
+    model = ARSM("MultiInputPolicy", SimpleMultiObsEnv(random_start=False), seed=0, **SMALL).learn(64)
+    assert model.num_pseudo_steps > 0
+    with pytest.raises(ValueError, match="MultiInputPolicy"):
+        ARSM("MlpPolicy", SimpleMultiObsEnv())
