@@ -480,7 +480,8 @@ class ARSM(BaseAlgorithm):
             return 0
         if self.pseudo_horizon is None:
             return None
-        return max(0, self.pseudo_horizon - (len(used) - (start + int(needed[0]))))
+        # the last used step reaches furthest past the data: h - (n - t_last) rewards are missing
+        return max(0, self.pseudo_horizon - (len(used) - (start + int(needed[-1]))))
 
     def _act_fn(self, branch_steps: np.ndarray, branch_envs: np.ndarray, real_noise: np.ndarray) -> ActFn:
         """Policy of pseudo rollouts: race with pseudo noise (or the real noise, with ``share_noise``)."""

@@ -218,13 +218,14 @@ def test_tensorboard_run_names(tmp_path) -> None:
 
 def test_identity_env_learns() -> None:
     env = DummyVecEnv([lambda: IdentityEnv(4)])
-    model = ARSM("MlpPolicy", env, gamma=0.4, learning_rate=0.01, seed=3, **SMALL).learn(1500)
+    # gamma 0.4: rewards beyond 10 steps weigh < 1e-4, so a 10-step horizon keeps the test fast
+    model = ARSM("MlpPolicy", env, gamma=0.4, learning_rate=0.01, pseudo_horizon=10, seed=3, **SMALL).learn(1500)
     evaluate_policy(model, env, n_eval_episodes=20, reward_threshold=90, warn=False)
 
 
 def test_identity_multidiscrete_learns() -> None:
     env = DummyVecEnv([lambda: IdentityEnvMultiDiscrete(2)])
-    model = ARSM("MlpPolicy", env, gamma=0.4, learning_rate=0.01, seed=3, **SMALL).learn(1500)
+    model = ARSM("MlpPolicy", env, gamma=0.4, learning_rate=0.01, pseudo_horizon=10, seed=3, **SMALL).learn(1500)
     evaluate_policy(model, env, n_eval_episodes=20, reward_threshold=90, warn=False)
 
 
@@ -257,7 +258,8 @@ def test_cnn_policy_on_images() -> None:
 def test_multi_input_policy_on_dict_observations() -> None:
     from stable_baselines3.common.envs import SimpleMultiObsEnv
 
-    model = ARSM("MultiInputPolicy", SimpleMultiObsEnv(random_start=False), seed=0, **SMALL).learn(64)
+    env = SimpleMultiObsEnv(random_start=False)
+    model = ARSM("MultiInputPolicy", env, pseudo_horizon=5, seed=0, policy_kwargs=dict(net_arch=[16]), n_steps=16).learn(32)
     assert model.num_pseudo_steps > 0
     with pytest.raises(ValueError, match="MultiInputPolicy"):
         ARSM("MlpPolicy", SimpleMultiObsEnv())
