@@ -1,0 +1,104 @@
+"""The experiment-side zoo: algorithm table and RL-Zoo-format presets (``agents/<algo>.yml``).
+
+``ALGOS`` maps the ``--algo`` names of ``train.py`` to classes. ``arsm`` is :class:`arsm_rl.ARSM`;
+``rloo`` and ``all_action`` are ARSM with that gradient estimator (thin subclasses that only change
+the default of ``estimator``, so their models are ordinary ARSM models: ``ARSM.load`` reads them).
+``a2c`` and ``ppo`` are Stable-Baselines3's own classes, used as baselines with RL Zoo's presets.
+
+Preset lookup (:func:`load_preset`) follows RL Zoo: the env id's key, else ``atari`` for ALE
+games, else ``default``. A named variant (``--preset paper``) reads the key ``<env id>-<variant>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from arsm_rl import ARSM
+
+__all__ = ["ALGOS", "ARSM_FAMILY", "PRESET_DIR", "RLOOARSM", "AllActionARSM", "is_atari", "load_preset", "preset_envs"]
+
+#: Folder of the YAML presets, one file per algorithm name.
+PRESET_DIR = Path(__file__).resolve().parent
+
+
+class RLOOARSM(ARSM):
+    """ARSM with ``estimator="rloo"`` by default (leave-one-out REINFORCE on the same rollout engine)."""
+
+    def __init__(self, policy: Any, env: Any, estimator: str = "rloo", **kwargs: Any) -> None:
+        super().__init__(policy, env, estimator=estimator, **kwargs)
+
+
+class AllActionARSM(ARSM):
+    """ARSM with ``estimator="all_action"`` by default (every action rolled out at every step)."""
+
+    def __init__(self, policy: Any, env: Any, estimator: str = "all_action", **kwargs: Any) -> None:
+        super().__init__(policy, env, estimator=estimator, **kwargs)
+
+
+#: ``--algo`` name -> algorithm class.
+ALGOS: dict[str, type[BaseAlgorithm]] = {
+    "arsm": ARSM,
+    "rloo": RLOOARSM,
+    "all_action": AllActionARSM,
+    "a2c": A2C,
+    "ppo": PPO,
+}
+
+#: Algorithms that need cloneable envs (and ``wrapper_class=make_cloneable``).
+ARSM_FAMILY = frozenset(name for name, cls in ALGOS.items() if issubclass(cls, ARSM))
+
+
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` names an ALE game (``ALE/Pong-v5``, ``PongNoFrameskip-v4``)."""
+    return env_id.startswith("ALE/") or "NoFrameskip" in env_id
+
+
+def _read(path: Path) -> dict[str, dict[str, Any]]:
+    with open(path) as file:
+        presets = yaml.safe_load(file) or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ValueError(f"{path}: expected a mapping from env ids to hyperparameter mappings")
+    return presets
+
+
+def preset_file(algo: str) -> Path:
+    """The preset file of an ``--algo`` name (``rloo`` and ``all_action`` share ``arsm.yml``)."""
+    return PRESET_DIR / f"{'arsm' if algo in ARSM_FAMILY else algo}.yml"
+
+
+def preset_envs(algo: str) -> list[str]:
+    """Env ids (and ``<env>-<variant>`` keys) with a preset for ``algo``, in file order."""
+    return list(_read(preset_file(algo)))
+
+
+def load_preset(
+    algo: str, env_id: str, conf_file: str | Path | None = None, variant: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """
+    Read the raw (unprocessed) preset of ``algo`` on ``env_id``.
+
+    :param algo: a key of :data:`ALGOS`
+    :param env_id: Gymnasium id
+    :param conf_file: YAML file to read instead of ``agents/<algo>.yml``
+    :param variant: named variant, read from the key ``<env_id>-<variant>``
+    :return: the key that was used and a copy of its hyperparameters
+    :raises KeyError: if the file has no matching key (a variant must exist; otherwise ``default``
+        is the fallback)
+    """
+    path = Path(conf_file) if conf_file is not None else preset_file(algo)
+    presets = _read(path)
+    if variant is not None:
+        key = f"{env_id}-{variant}"
+        if key not in presets:
+            choices = ", ".join(k for k in presets if k.startswith(f"{env_id}-")) or "none"
+            raise KeyError(f"{path} has no preset {key!r} (variants of {env_id}: {choices})")
+        return key, dict(presets[key])
+    for key in (env_id, "atari" if is_atari(env_id) else None, "default"):
+        if key is not None and key in presets:
+            return key, dict(presets[key])
+    raise KeyError(f"{path} has no preset for {env_id!r} and no 'default' entry")

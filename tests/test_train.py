@@ -1,0 +1,303 @@
+"""train.py end to end: subprocess runs with tiny budgets, run folders, -i, --eval-only, bad input, plots, RL Zoo."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+import train
+from agents import ALGOS, ARSM_FAMILY, load_preset, preset_envs
+from arsm_rl import ARSM
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "train.py")
+#: Tiny ARSM settings: short updates and a small network keep a 256-step run to a few seconds.
+TINY_ARSM = ["n_steps:64", "policy_kwargs:dict(net_arch=[16])"]
+
+UNCLONEABLE_MODULE = '''
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import EzPickle
+
+
+class Uncloneable(gym.Env, EzPickle):
+    """An EzPickle env without snapshot support: deepcopy would silently rebuild it."""
+
+    def __init__(self):
+        EzPickle.__init__(self)
+        self.observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 1.0, False, False, {}
+
+
+gym.register("Uncloneable-v0", entry_point=Uncloneable, max_episode_steps=20)
+'''
+
+
+def _env(extra_path: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_train(*args: str, cwd: Path, extra_path: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, TRAIN, "--num-threads", "1", *args],
+        cwd=cwd,
+        env=_env(extra_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def arsm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny ARSM run with everything on: normalisation, TensorBoard, evaluation and checkpoints."""
+    cwd = tmp_path_factory.mktemp("arsm_run")
+    result = run_train(
+        "--algo", "arsm", "--env", "CartPole-v1", "-n", "256", "--seed", "3", "-tb", "tb", "--eval-freq", "128",
+        "--eval-episodes", "2", "--save-freq", "128", "-params", *TINY_ARSM, "normalize:True", "learning_rate:0.02",
+        cwd=cwd,
+    )  # fmt: skip
+    assert_ok(result)
+    return cwd
+
+
+def test_arsm_run_folder(arsm_run: Path) -> None:
+    run = arsm_run / "logs" / "arsm" / "CartPole-v1_1"
+    names = {p.name for p in run.iterdir()}
+    assert {"CartPole-v1.zip", "config.yml", "0.monitor.csv", "vecnormalize.pkl", "evaluations.npz", "best_model.zip"} <= names
+    assert {"rl_model_128_steps.zip", "rl_model_256_steps.zip", "rl_model_vecnormalize_256_steps.pkl"} <= names
+    config = yaml.safe_load((run / "config.yml").read_text())
+    assert config["algo"] == "arsm" and config["env"] == "CartPole-v1" and config["preset"] == "CartPole-v1"
+    assert config["seed"] == 3 and config["n_timesteps"] == 256 and config["normalize"] is True
+    hyper = config["hyperparams"]
+    # Overrides, and the constructor defaults the preset does not repeat, are all written down.
+    assert hyper["n_steps"] == 64 and hyper["learning_rate"] == 0.02
+    assert hyper["policy_kwargs"] == "dict(net_arch=[16])"
+    assert hyper["gamma"] == 0.99 and hyper["estimator"] == "arsm" and hyper["max_grad_norm"] == 0.5
+    assert (arsm_run / "tb" / "CartPole-v1__arsm__3_1").is_dir()
+    model = ARSM.load(run / "CartPole-v1.zip")
+    assert model.num_timesteps == 256 and model.n_steps == 64 and model.policy.net_arch == [16]
+
+
+def test_continue_training(arsm_run: Path) -> None:
+    first = arsm_run / "logs" / "arsm" / "CartPole-v1_1"
+    result = run_train(
+        "--algo", "arsm", "--env", "CartPole-v1", "-n", "128", "--seed", "4", "--eval-freq", "-1", "-tb", "tb",
+        "-i", str(first / "CartPole-v1.zip"), "-params", *TINY_ARSM, "normalize:True",
+        cwd=arsm_run,
+    )  # fmt: skip
+    assert_ok(result)
+    second = arsm_run / "logs" / "arsm" / "CartPole-v1_2"
+    assert (second / "vecnormalize.pkl").is_file()
+    assert yaml.safe_load((second / "config.yml").read_text())["trained_agent"].endswith("CartPole-v1.zip")
+    model = ARSM.load(second / "CartPole-v1.zip")
+    assert model.num_timesteps == 256 + 128  # counted on from the loaded model
+
+
+def test_eval_only(arsm_run: Path) -> None:
+    model = arsm_run / "logs" / "arsm" / "CartPole-v1_1" / "CartPole-v1.zip"
+    result = run_train("--algo", "arsm", "--env", "CartPole-v1", "--eval-only", "-i", str(model), "--eval-episodes", "3",
+                       "--seed", "0", cwd=arsm_run)  # fmt: skip
+    assert_ok(result)
+    assert " +- " in result.stdout and "over 3 episodes" in result.stdout
+    assert not (arsm_run / "logs" / "arsm" / "CartPole-v1_3").exists()  # no run folder for an evaluation
+
+
+@pytest.mark.parametrize("algo", ["a2c", "ppo"])
+def test_baselines(algo: str, tmp_path: Path) -> None:
+    result = run_train("--algo", algo, "--env", "CartPole-v1", "-n", "256", "--seed", "0", "--eval-freq", "-1",
+                       "--verbose", "0", cwd=tmp_path)  # fmt: skip
+    assert_ok(result)
+    run = tmp_path / "logs" / algo / "CartPole-v1_1"
+    assert (run / "CartPole-v1.zip").is_file()
+    assert len(list(run.glob("*.monitor.csv"))) == 8  # RL Zoo's presets use 8 envs on CartPole
+    hyper = yaml.safe_load((run / "config.yml").read_text())["hyperparams"]
+    assert hyper["n_steps"] == (32 if algo == "ppo" else 5)
+    assert ALGOS[algo].load(run / "CartPole-v1.zip").num_timesteps >= 256
+
+
+def _default_sigint() -> None:
+    """Background shells start jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt: undo that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_keyboard_interrupt_saves(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, TRAIN, "--num-threads", "1", "--algo", "arsm", "--env", "CartPole-v1", "-n", "1000000",
+         "--seed", "0", "--eval-freq", "-1", "-params", "n_steps:32", "policy_kwargs:dict(net_arch=[16])"],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:  # wait for the first progress table: training is under way
+        if "total_timesteps" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Continue with: -i" in err and "Traceback" not in err
+    model = tmp_path / "logs" / "arsm" / "CartPole-v1_1" / "CartPole-v1.zip"
+    assert ARSM.load(model).num_timesteps > 0
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--algo", "dqnx"], ["unknown algo 'dqnx'", "arsm, rloo, all_action, a2c, ppo"]),
+        (["--env", "NoSuchEnv-v0"], ["unknown env id 'NoSuchEnv-v0'"]),
+        (["--env", "nosuchmodule:Foo-v0"], ["unknown env id"]),
+        (["--env", "Pendulum-v1"], ["Box action space", "Discrete"]),
+        (["-params", "n_steps=64"], ["malformed -params entry", "key:value"]),
+        (["-params", "n_steps:[64"], ["malformed -params value"]),
+        (["-params", "policy_kwargs:dict(net_arch=[64"], ["cannot evaluate policy_kwargs"]),
+        (["-params", "learning_rate:lin_x"], ["malformed schedule"]),
+        (["-params", "no_such_param:1"], ["takes no hyperparameter no_such_param"]),
+        (["-params", "estimator:nope"], ["invalid hyperparameters", "Unknown estimator"]),
+        (["--preset", "nope"], ["no preset 'CartPole-v1-nope'"]),
+        (["-conf", "missing.yml"], ["preset file not found"]),
+        (["--eval-only", "-i", "missing.zip"], ["model file not found: missing.zip"]),
+        (["--eval-only"], ["needs -i"]),
+        (["--no-such-flag"], ["unrecognized arguments"]),
+    ],
+)
+def test_bad_input(args: list[str], fragments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = train.main(["-n", "64", "--eval-freq", "-1", *args])
+    assert_one_line_error(code, capsys.readouterr().err, *fragments)
+    assert not (tmp_path / "logs").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("kind", ["garbage", "foreign_zip", "truncated"])
+def test_corrupt_model(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    path = tmp_path / "model.zip"
+    if kind == "garbage":
+        path.write_bytes(b"not a zip at all")
+    elif kind == "foreign_zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "hello")
+    else:
+        model = ARSM("MlpPolicy", "CartPole-v1", n_steps=8, policy_kwargs={"net_arch": [4]})
+        model.save(tmp_path / "good.zip")
+        path.write_bytes((tmp_path / "good.zip").read_bytes()[:400])
+    monkeypatch.chdir(tmp_path)
+    code = train.main(["--eval-only", "-i", str(path)])
+    assert_one_line_error(code, capsys.readouterr().err, "cannot load", "model.zip")
+
+
+def test_bad_input_subprocess(tmp_path: Path) -> None:
+    """The real process: exit status 2, one line on stderr, no traceback (here: an env that cannot be cloned)."""
+    (tmp_path / "uncloneable_env.py").write_text(UNCLONEABLE_MODULE)
+    result = run_train("--env", "uncloneable_env:Uncloneable-v0", "-n", "64", cwd=tmp_path, extra_path=tmp_path)
+    assert_one_line_error(result.returncode, result.stderr, "cannot be cloned exactly", "check_cloneable")
+    assert result.stdout == ""
+
+
+def test_list(capsys: pytest.CaptureFixture) -> None:
+    assert train.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("arsm: ") and "CartPole-v1" in out and "\nppo: " in out and "\na2c: " in out
+
+
+# ---------------------------------------------------------------------------------------------- presets
+
+
+REQUIRED_ARSM = ["CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0", "FrozenLake-v1", "Taxi-v4"]
+
+
+def test_presets_complete_and_valid() -> None:
+    envs = preset_envs("arsm")
+    assert set(REQUIRED_ARSM) <= set(envs)
+    assert any(e.startswith("ALE/") or "NoFrameskip" in e for e in envs)
+    assert "CartPole-v1-paper" in envs
+    for algo in ("a2c", "ppo"):
+        assert {"CartPole-v1", "Acrobot-v1", "LunarLander-v3", "MountainCar-v0"} <= set(preset_envs(algo))
+    for algo in ("arsm", "a2c", "ppo"):
+        for key in preset_envs(algo):
+            _, raw = load_preset(algo, key) if not key.endswith("-paper") else load_preset(algo, key[:-6], variant="paper")
+            settings, hyper = train.split_preset(algo, raw)  # raises on keys the constructor does not take
+            kwargs = train.build_kwargs(hyper)
+            assert isinstance(kwargs.get("policy_kwargs", {}), dict)
+            assert float(settings.get("n_timesteps", 1)) > 0
+
+
+def test_paper_preset() -> None:
+    key, raw = load_preset("arsm", "CartPole-v1", variant="paper")
+    assert key == "CartPole-v1-paper"
+    _, hyper = train.split_preset("arsm", raw)
+    kwargs = train.build_kwargs(hyper)
+    assert kwargs["learning_rate"] == 0.03 and kwargs["max_pseudo_rollouts"] == 16 and kwargs["gamma"] == 0.99
+    assert kwargs["policy_kwargs"]["net_arch"] == [10, 10]
+    assert kwargs["policy_kwargs"]["activation_fn"].__name__ == "ReLU"
+
+
+def test_arsm_family_saves_as_arsm(tmp_path: Path) -> None:
+    for name in ARSM_FAMILY - {"arsm"}:
+        model = ALGOS[name]("MlpPolicy", "CartPole-v1", n_steps=8, policy_kwargs={"net_arch": [4]})
+        assert model.estimator == name
+        model.save(tmp_path / name)
+        assert ARSM.load(tmp_path / f"{name}.zip").estimator == name
+
+
+# ---------------------------------------------------------------------------------------------- plots and the Zoo
+
+
+def test_plot(arsm_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "curves.png"
+    plot = str(ROOT / "benchmarks" / "plot.py")
+    result = subprocess.run([sys.executable, plot, str(arsm_run / "logs" / "arsm"), "--out", str(out)],
+                            capture_output=True, text=True, env=_env(), timeout=300)  # fmt: skip
+    assert_ok(result)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out_tb = tmp_path / "curves_tb.png"
+    result = subprocess.run([sys.executable, plot, str(arsm_run / "tb"), "--x", "env-steps", "--out", str(out_tb)],
+                            capture_output=True, text=True, env=_env(), timeout=300)  # fmt: skip
+    assert_ok(result)
+    assert out_tb.stat().st_size > 1000
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rl_zoo3") is None, reason="rl_zoo3 not installed (pip install -e '.[zoo]')")
+def test_rl_zoo_launcher(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.zoo", "train", "--algo", "arsm", "--env", "CartPole-v1", "-n", "128",
+         "--eval-freq", "-1", "--seed", "0", "-f", str(tmp_path), "-params", "n_steps:64", "--num-threads", "1"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert_ok(result)
+    run = tmp_path / "arsm" / "CartPole-v1_1"
+    assert (run / "CartPole-v1.zip").is_file()
+    assert ARSM.load(run / "CartPole-v1.zip").n_steps == 64
