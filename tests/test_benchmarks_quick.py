@@ -1,0 +1,41 @@
+"""The gradient-quality benchmark's ``--quick`` mode runs end to end and writes finite numbers (so the script cannot rot)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ESTIMATORS = {"arsm", "ar", "reinforce", "rloo", "all_action", "a2c"}
+NUMERIC = ("sim_steps", "total_variance", "noise_to_signal", "cosine_mean", "cosine_of_mean", "grad_norm_mean")
+
+
+def test_gradient_quality_quick(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gradient_quality.py"), "--quick", "--out", str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    with open(tmp_path / "gradient_quality.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    snapshots = {row["snapshot_steps"] for row in rows}
+    assert snapshots == {"0", "256"}
+    for snapshot in snapshots:
+        for setting in ("natural", "matched"):
+            found = {r["estimator"] for r in rows if r["snapshot_steps"] == snapshot and r["setting"] == setting}
+            assert found == ESTIMATORS, (snapshot, setting, found)
+        assert [r["estimator"] for r in rows if r["snapshot_steps"] == snapshot and r["setting"] == "reference"] == [
+            "all_action"
+        ]
+    assert len(rows) == 2 * (1 + 2 * len(ESTIMATORS))
+    for row in rows:
+        for key in NUMERIC:
+            assert math.isfinite(float(row[key])), (row["estimator"], key, row[key])
+        assert float(row["sim_steps"]) >= float(row["real_steps"]) > 0
+        assert -1.0 <= float(row["cosine_mean"]) <= 1.0
+    assert (tmp_path / "gradient_quality.png").stat().st_size > 0
+    assert "ARSM" in (tmp_path / "gradient_quality.md").read_text()
