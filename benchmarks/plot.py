@@ -5,7 +5,8 @@ Each LOGDIR is one curve (e.g. ``logs/arsm`` holding the seeds ``CartPole-v1_1``
 a folder with ``*.monitor.csv`` files (episode returns, x = cumulative real steps) or a TensorBoard
 event file (``rollout/ep_rew_mean`` against real steps). With ``--x env-steps`` the x-axis is every
 simulator step, pseudo rollouts included (ARSM's ``time/total_env_steps``; equal to the real steps
-for algorithms without rollouts), which needs TensorBoard logs.
+for algorithms without rollouts), which needs TensorBoard logs. A curve is drawn over the x range
+that all of its runs cover (if they share one).
 
     python benchmarks/plot.py logs/arsm logs/ppo --out curves.png
     python benchmarks/plot.py runs/arsm-tb runs/ppo-tb --x env-steps --log-x --out curves.png
@@ -95,24 +96,24 @@ def read_group(root: Path, source: str, x_axis: str, window: int) -> list[Curve]
     return curves
 
 
-def mean_and_spread(curves: list[Curve], points: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mean_and_spread(curves: list[Curve], points: int = 300, log: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
-    Curves interpolated onto a common grid (each only within its own x range).
+    Curves interpolated onto a common grid: over the x range every run covers, or, when the runs
+    share none (e.g. a run continued from another), over their union, averaging the runs present.
 
-    :return: grid, mean, standard deviation over the runs covering each point, number of such runs
+    :param log: space the grid logarithmically (for a logarithmic x-axis)
+    :return: grid, mean and standard deviation over the runs
     """
-    top = max(x[-1] for x, _ in curves)
-    grid = np.linspace(0.0, top, points)
+    low, high = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
+    if high <= low:
+        low, high = min(x[0] for x, _ in curves), max(x[-1] for x, _ in curves)
+    grid = np.geomspace(max(low, 1.0), max(high, 2.0), points) if log else np.linspace(low, high, points)
     values = np.full((len(curves), points), np.nan)
     for i, (x, y) in enumerate(curves):
         inside = (grid >= x[0]) & (grid <= x[-1])
         values[i, inside] = np.interp(grid[inside], x, y)
-    count = np.sum(~np.isnan(values), axis=0)
-    keep = count > 0
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(values[:, keep], axis=0)
-        std = np.nanstd(values[:, keep], axis=0)
-    return grid[keep], mean, std, count[keep]
+    keep = ~np.isnan(values).all(axis=0)
+    return grid[keep], np.nanmean(values[:, keep], axis=0), np.nanstd(values[:, keep], axis=0)
 
 
 def plot(
@@ -130,7 +131,7 @@ def plot(
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for i, root in enumerate(groups):
         curves = read_group(root, source, x_axis, window)
-        grid, mean, std, _ = mean_and_spread(curves)
+        grid, mean, std = mean_and_spread(curves, log=log_x)
         label = labels[i] if labels else (root.name or str(root))
         line = ax.plot(grid, mean, label=f"{label} ({len(curves)} run{'s' * (len(curves) > 1)})")[0]
         if len(curves) > 1:
@@ -138,7 +139,7 @@ def plot(
     ax.set_xlabel("simulator steps (real + pseudo rollouts)" if x_axis == "env-steps" else "real environment steps")
     ax.set_ylabel("episode return (mean over seeds, band: ±1 std)")
     if log_x:
-        ax.set_xscale("symlog", linthresh=1000)
+        ax.set_xscale("log")
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
