@@ -113,8 +113,9 @@ class ARSM(BaseAlgorithm):
     :param estimator: one of :data:`ESTIMATORS`: ``"arsm"`` (default); ``"ars"`` (one random
         reference category per step); ``"ar"`` and ``"reinforce"`` (real returns only, no
         rollouts); the matched-budget self-critic peers ``"rloo"`` (K = max(nvec) i.i.d. actions per
-        step, the real one and K-1 rolled out, leave-one-out baseline) and ``"all_action"`` (every
-        action rolled out, exact expectation over actions; ``Discrete`` only)
+        step, the real one and K-1 fresh draws, leave-one-out baseline; each distinct action other
+        than the real one is rolled out once) and ``"all_action"`` (every action rolled out, exact
+        expectation over actions; ``Discrete`` only)
     :param max_pseudo_rollouts: budget of pseudo rollouts per update (tail rollouts not included);
         ``None`` rolls out at every informative step. Over budget, m informative steps are drawn
         uniformly at random, m = budget / (mean rollouts per informative step), and reweighted by
@@ -452,7 +453,9 @@ class ARSM(BaseAlgorithm):
             k = self._n_categories
             extra = self._race(th.as_tensor(np.repeat(logits, k - 1, axis=0)), self._noise(self._pseudo_rng, n_rows * (k - 1)))
             plan.samples = np.concatenate([true_codes[:, None], self._codes(extra).reshape(n_rows, k - 1)], axis=1)
-            rows, codes = np.repeat(np.arange(n_rows), k - 1), plan.samples[:, 1:].reshape(-1)
+            # Like ARSM, each distinct action is valued once and the real action by the real return: the
+            # estimate is linear in the values, so sharing a value between equal actions keeps it unbiased.
+            rows, codes = self._distinct_pseudo(plan.samples, true_codes)
         else:  # all_action
             every = np.tile(np.arange(self._n_categories), n_rows)
             rows = np.repeat(np.arange(n_rows), self._n_categories)
