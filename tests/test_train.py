@@ -265,6 +265,18 @@ def test_paper_preset() -> None:
     assert kwargs["policy_kwargs"]["activation_fn"].__name__ == "ReLU"
 
 
+@pytest.mark.parametrize("algo", ["rloo", "all_action"])
+def test_project_env_and_arsm_peers(algo: str, tmp_path: Path, monkeypatch) -> None:
+    """The project's own env ids work (here with the ``default`` preset), and so do the ARSM peers."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--algo", algo, "--env", "arsm/RandomMDP-v0", "-n", "64", "--seed", "0", "--eval-freq", "-1", "--verbose", "0"]
+    assert train.main([*args, "-params", "n_steps:32"]) == 0
+    run = tmp_path / "logs" / algo / "arsm-RandomMDP-v0_1"
+    config = yaml.safe_load((run / "config.yml").read_text())
+    assert config["preset"] == "default" and config["hyperparams"]["estimator"] == algo
+    assert ARSM.load(run / "arsm-RandomMDP-v0.zip").estimator == algo
+
+
 def test_arsm_family_saves_as_arsm(tmp_path: Path) -> None:
     for name in ARSM_FAMILY - {"arsm"}:
         model = ALGOS[name]("MlpPolicy", "CartPole-v1", n_steps=8, policy_kwargs={"net_arch": [4]})
