@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import importlib.util
 import inspect
 import pickle
 import re
@@ -266,6 +267,8 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any]) -> None:
         env = gym.make(env_id, **env_kwargs)
     except (gym.error.Error, ModuleNotFoundError) as error:
         raise UsageError(f"unknown env id {env_id!r} ({error}); see gymnasium.pprint_registry() or use module:EnvId") from None
+    except TypeError as error:
+        raise UsageError(f"cannot make {env_id} with env_kwargs {env_kwargs} ({error}); check env_kwargs") from None
     try:
         if algo in ARSM_FAMILY:
             if not isinstance(env.action_space, spaces.Discrete | spaces.MultiDiscrete):
@@ -452,6 +455,8 @@ def _check_setup(args: argparse.Namespace) -> None:
         th.set_num_threads(args.num_threads)
     if args.eval_only and not args.trained_agent:
         raise UsageError("--eval-only needs -i/--trained-agent PATH")
+    if args.progress and not all(importlib.util.find_spec(name) for name in ("tqdm", "rich")):
+        raise UsageError("-P/--progress needs tqdm and rich: pip install -e '.[extra]'")
 
 
 def build_model(

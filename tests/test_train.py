@@ -187,6 +187,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["-params", "policy_kwargs:dict(net_arch=[64"], ["cannot evaluate policy_kwargs"]),
         (["-params", "learning_rate:lin_x"], ["malformed schedule"]),
         (["-params", "no_such_param:1"], ["takes no hyperparameter no_such_param"]),
+        (["-params", "env_kwargs:dict(foo=1)"], ["cannot make CartPole-v1", "env_kwargs"]),
         (["-params", "estimator:nope"], ["invalid hyperparameters", "Unknown estimator"]),
         (["--preset", "nope"], ["no preset 'CartPole-v1-nope'"]),
         (["-conf", "missing.yml"], ["preset file not found"]),
