@@ -632,7 +632,8 @@ def _distinct_per_row(codes: np.ndarray, n_joint: int) -> tuple[np.ndarray, np.n
     :return: (rows, codes) of the distinct (row, code) pairs, sorted, and the inverse index mapping
         each entry of ``codes`` to its pair
     """
-    keys, inverse = np.unique(np.arange(len(codes))[:, None] * n_joint + codes.reshape(len(codes), -1), return_inverse=True)
+    flat = codes.reshape(len(codes), int(np.prod(codes.shape[1:])))  # explicit width: B may be 0
+    keys, inverse = np.unique(np.arange(len(codes))[:, None] * n_joint + flat, return_inverse=True)
     rows, distinct = np.divmod(keys, n_joint)
     return rows, distinct, inverse
 

@@ -263,3 +263,17 @@ def test_multi_input_policy_on_dict_observations() -> None:
     assert model.num_pseudo_steps > 0
     with pytest.raises(ValueError, match="MultiInputPolicy"):
         ARSM("MlpPolicy", SimpleMultiObsEnv())
+
+
+@pytest.mark.parametrize("estimator", ["arsm", "ars", "rloo"])
+def test_update_without_pseudo_actions(estimator: str) -> None:
+    """A near-deterministic policy has no pseudo action at any step: the update is exactly zero, not a crash."""
+    model = ARSM("MlpPolicy", "CartPole-v1", estimator=estimator, seed=0, **SMALL)
+    with th.no_grad():
+        model.policy.logits_net[-1].bias.copy_(th.tensor([60.0, -60.0]))
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(64)
+    assert model.num_pseudo_steps == 0
+    assert model.logger.name_to_value["rollout/pseudo_step_share"] == 0.0
+    for a, b in zip(before, model.policy.parameters(), strict=True):
+        assert th.equal(a, b)
