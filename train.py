@@ -380,16 +380,7 @@ def load_model(algo: str, path: str, **kwargs: Any) -> BaseAlgorithm:
         )
     try:
         return ALGOS[algo].load(file, **kwargs)
-    except (
-        zipfile.BadZipFile,
-        KeyError,
-        ValueError,
-        EOFError,
-        RuntimeError,
-        pickle.UnpicklingError,
-        AttributeError,
-        AssertionError,
-    ) as error:
+    except _LOAD_ERRORS as error:
         raise UsageError(
             f"cannot load {file} as an {algo} model ({type(error).__name__}: {error}); is it a model zip of --algo {algo}?"
         ) from None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
 import types
 from collections.abc import Callable
@@ -25,8 +24,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arsm_rl.cloning import clone_state, family_of, make_cloneable, restore_state, scratch_copy
 

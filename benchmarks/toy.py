@@ -19,15 +19,12 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import torch as th
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arsm_rl.estimators import (
     ar_gradient,
