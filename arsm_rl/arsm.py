@@ -395,8 +395,9 @@ class ARSM(BaseAlgorithm):
         # The true action's value is needed at every used step; an episode still running at the end
         # of the data gets one tail rollout to complete its return.
         used = plan.used.reshape(n, n_envs)
-        tails = [e for e in collected.tail_branches if self._tail_horizon(used[:, e], collected.dones[:, e]) != 0]
-        tail_horizons = [self._tail_horizon(used[:, e], collected.dones[:, e]) for e in tails]
+        horizon_of = {e: self._tail_horizon(used[:, e], collected.dones[:, e]) for e in collected.tail_branches}
+        tails = [e for e, horizon in horizon_of.items() if horizon != 0]
+        tail_horizons = [horizon_of[e] for e in tails]
         values, tail_rewards, pseudo_steps = self._rollout_values(collected, plan.requests, tails, tail_horizons)
         q_true = self._true_values(collected, tails, tail_rewards).reshape(-1)
         rollout_seconds = time.perf_counter() - start
