@@ -239,7 +239,8 @@ def _wrapper_from_spec(spec: Any) -> Callable[[gym.Env], gym.Env] | None:
     return wrap
 
 
-def _normalize_kwargs(setting: Any, gamma: Any) -> dict[str, Any] | None:
+def normalize_kwargs(setting: Any, gamma: Any) -> dict[str, Any] | None:
+    """``VecNormalize`` keyword arguments of a preset's ``normalize`` value (``gamma`` forwarded), or ``None``."""
     if isinstance(setting, str):
         setting = _eval_code("normalize", setting)
     if not setting:
@@ -557,7 +558,7 @@ def train(args: argparse.Namespace) -> int:
     settings, hyperparams = split_preset(args.algo, raw)
     env_kwargs = settings.get("env_kwargs") or {}
     probe_env(args.env, args.algo, _eval_code("env_kwargs", env_kwargs) if isinstance(env_kwargs, str) else env_kwargs)
-    normalize = _normalize_kwargs(settings.get("normalize"), hyperparams.get("gamma"))
+    normalize = normalize_kwargs(settings.get("normalize"), hyperparams.get("gamma"))
     if args.eval_only:
         return evaluate_only(args, settings, hyperparams.get("gamma"))
 

@@ -1,4 +1,4 @@
-"""The gradient-quality benchmark's ``--quick`` mode runs end to end and writes finite numbers (so the script cannot rot)."""
+"""The benchmarks' ``--quick`` modes run end to end and write sensible numbers (so the scripts cannot rot)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,25 @@ def test_gradient_quality_quick(tmp_path: Path) -> None:
         assert -1.0 <= float(row["cosine_mean"]) <= 1.0
     assert (tmp_path / "gradient_quality.png").stat().st_size > 0
     assert "ARSM" in (tmp_path / "gradient_quality.md").read_text()
+
+
+def test_rl_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/rl.py builds each algorithm from its preset, evaluates, and accounts simulator steps."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--quick", "--algos", "arsm,ppo", "--out", str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
+        rows = {row["algo"]: row for row in csv.DictReader(file)}
+    assert set(rows) == {"arsm", "ppo"}
+    for row in rows.values():
+        assert row["solved"] in ("True", "False")
+        assert 0 < int(row["real_steps"]) <= 2_000 + 256  # stops at an evaluation, never long past the budget
+        assert int(row["episodes"]) > 0 and math.isfinite(float(row["final_eval"]))
+    assert int(rows["ppo"]["simulator_steps"]) == int(rows["ppo"]["real_steps"])
+    assert int(rows["arsm"]["simulator_steps"]) > int(rows["arsm"]["real_steps"])  # pseudo rollouts counted
+    with open(tmp_path / "rl_CartPole-v1_curves.csv", newline="") as file:
+        assert len(list(csv.DictReader(file))) >= 2
+    assert (tmp_path / "rl_CartPole-v1.png").stat().st_size > 0

@@ -1,0 +1,211 @@
+"""Learning efficiency: real steps, simulator steps and wall time to a return threshold, per algorithm and seed.
+
+Every algorithm is built from its preset in ``agents/`` exactly as ``train.py`` builds it. Every
+``--eval-freq`` real steps the stochastic policy plays ``--eval-episodes`` episodes on a separate env (with
+the training VecNormalize statistics, when the preset normalises); a run stops at the first evaluation
+whose mean reaches the threshold, or at the preset's ``n_timesteps`` (or ``--max-steps``). "Simulator
+steps" are real steps plus ARSM's pseudo and tail rollout steps (``time/total_env_steps``). Wall time
+excludes the evaluations. ``arsm-paper`` is ARSM with the authors' configuration (``--preset paper``).
+
+    python benchmarks/rl.py --env CartPole-v1 --algos arsm,ppo --seeds 0-4
+
+writes ``benchmarks/results/rl_<env>.csv`` (one row per run), ``rl_<env>_curves.csv`` (every evaluation),
+``rl_<env>.md`` (medians and interquartile ranges) and ``rl_<env>.png`` (curves against real and simulator steps).
+``--quick`` is a one-minute smoke run of the same code path (used by ``tests/test_benchmarks_quick.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
+
+from agents import ALGOS, ARSM_FAMILY, load_preset
+from train import build_kwargs, make_env, normalize_kwargs, split_preset
+
+THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0}
+
+
+class ThresholdCallback(BaseCallback):
+    """Evaluate every ``eval_freq`` real steps, record the curve, stop when the mean reaches ``threshold``."""
+
+    def __init__(self, eval_env: Any, eval_freq: int, n_episodes: int, threshold: float) -> None:
+        super().__init__()
+        self.eval_env, self.eval_freq, self.n_episodes, self.threshold = eval_env, eval_freq, n_episodes, threshold
+        self.next_eval = eval_freq
+        self.eval_seconds = 0.0
+        self.episodes = 0
+        self.curve: list[tuple[int, int, int, float]] = []  # (real steps, simulator steps, episodes, mean return)
+        self.solved = False
+
+    def _on_step(self) -> bool:
+        self.episodes += int(np.sum(self.locals["dones"]))
+        if self.num_timesteps < self.next_eval:
+            return True
+        self.next_eval += self.eval_freq
+        start = time.perf_counter()
+        if isinstance(self.eval_env, VecNormalize):
+            sync_envs_normalization(self.training_env, self.eval_env)
+        mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.n_episodes, deterministic=False)
+        self.eval_seconds += time.perf_counter() - start
+        simulator = self.num_timesteps + getattr(self.model, "num_pseudo_steps", 0)
+        self.curve.append((self.num_timesteps, simulator, self.episodes, float(mean)))
+        self.solved = bool(mean >= self.threshold)
+        return not self.solved
+
+
+def build(algo: str, env_id: str, seed: int) -> tuple[Any, Any, int]:
+    """Model, evaluation env and step budget from the preset, as ``train.py`` builds them."""
+    name, variant = ("arsm", "paper") if algo == "arsm-paper" else (algo, None)
+    _, raw = load_preset(name, env_id, variant=variant)
+    settings, hyperparams = split_preset(name, raw)
+    kwargs = build_kwargs(hyperparams)
+    cloneable = name in ARSM_FAMILY
+    venv = make_env(env_id, settings, int(settings.get("n_envs", 1)), seed, cloneable=cloneable)
+    eval_env = make_env(env_id, settings, 1, 10_000 + seed, cloneable=False)
+    normalize = normalize_kwargs(settings.get("normalize"), kwargs.get("gamma"))
+    if normalize is not None:
+        venv = VecNormalize(venv, **normalize)
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    model = ALGOS[name](env=venv, seed=seed, **kwargs)
+    return model, eval_env, int(float(settings.get("n_timesteps", 1e5)))
+
+
+def run(algo: str, env_id: str, seed: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    model, eval_env, budget = build(algo, env_id, seed)
+    budget = args.max_steps or budget
+    callback = ThresholdCallback(eval_env, args.eval_freq, args.eval_episodes, args.threshold)
+    start = time.perf_counter()
+    model.learn(budget, callback=callback)
+    wall = time.perf_counter() - start - callback.eval_seconds
+    last = callback.curve[-1] if callback.curve else (model.num_timesteps, model.num_timesteps, callback.episodes, np.nan)
+    row = {
+        "env": env_id,
+        "algo": algo,
+        "seed": seed,
+        "solved": callback.solved,
+        "real_steps": last[0],
+        "episodes": last[2],
+        "simulator_steps": last[1],
+        "wall_s": round(wall, 2),
+        "final_eval": last[3],
+    }
+    curve = [
+        {"algo": algo, "seed": seed, "real_steps": r, "simulator_steps": s, "episodes": e, "eval_mean": m}
+        for r, s, e, m in callback.curve
+    ]
+    return row, curve
+
+
+def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """Median [interquartile range] per algorithm; unsolved runs count at their budget and are flagged."""
+    lines = [
+        f"{args.env}, threshold {args.threshold:g}: {args.eval_episodes} stochastic evaluation episodes every "
+        f"{args.eval_freq} real steps; seeds {args.seeds}. Median [IQR] over seeds.",
+        "",
+        "| algo | solved | real steps | episodes | simulator steps | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(values: list[float]) -> str:
+        q1, med, q3 = np.percentile(values, [25, 50, 75])
+        return f"{med:,.0f} [{q1:,.0f} to {q3:,.0f}]"
+
+    for algo in dict.fromkeys(r["algo"] for r in rows):
+        sub = [r for r in rows if r["algo"] == algo]
+        solved = sum(r["solved"] for r in sub)
+        wall = np.percentile([r["wall_s"] for r in sub], [25, 50, 75])
+        lines.append(
+            f"| {algo} | {solved}/{len(sub)} | {cell([r['real_steps'] for r in sub])} | {cell([r['episodes'] for r in sub])} "
+            f"| {cell([r['simulator_steps'] for r in sub])} | {wall[1]:.1f} [{wall[0]:.1f} to {wall[2]:.1f}] |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for algo in dict.fromkeys(c["algo"] for c in curves):
+        colour = None
+        for seed in dict.fromkeys(c["seed"] for c in curves if c["algo"] == algo):
+            points = [c for c in curves if c["algo"] == algo and c["seed"] == seed]
+            for ax, x in zip(axes, ("real_steps", "simulator_steps"), strict=True):
+                (line,) = ax.plot(
+                    [p[x] for p in points], [p["eval_mean"] for p in points], color=colour, alpha=0.7, lw=1,
+                    label=algo if seed == points[0]["seed"] and ax is axes[0] and colour is None else None,
+                )
+            colour = line.get_color()
+    for ax, label in zip(axes, ("real environment steps", "simulator steps (real + pseudo)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("evaluation mean return (stochastic policy)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_seeds(text: str) -> list[int]:
+    if "-" in text:
+        low, high = text.split("-")
+        return list(range(int(low), int(high) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--algos", default="arsm,arsm-paper,rloo,all_action,a2c,ppo")
+    parser.add_argument("--seeds", default="0-4")
+    parser.add_argument("--threshold", type=float, default=None, help="default: 475 CartPole, -100 Acrobot, 200 LunarLander")
+    parser.add_argument("--max-steps", type=int, default=None, help="real-step budget (default: the preset's n_timesteps)")
+    parser.add_argument("--eval-freq", type=int, default=2_000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 2k steps, 2 evaluation episodes")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    if args.threshold is None:
+        args.threshold = THRESHOLDS.get(args.env, np.inf)
+    if args.quick:
+        args.seeds, args.max_steps, args.eval_freq, args.eval_episodes = "0", 2_000, 1_000, 2
+    th.set_num_threads(1)
+    rows, curves = [], []
+    for algo in args.algos.split(","):
+        for seed in parse_seeds(args.seeds):
+            row, curve = run(algo, args.env, seed, args)
+            print(row, flush=True)
+            rows.append(row)
+            curves += curve
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"rl_{args.env.replace('/', '-')}"
+    for path, table in ((stem.with_suffix(".csv"), rows), (Path(f"{stem}_curves.csv"), curves)):
+        with open(path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+    text = summary(rows, args)
+    stem.with_suffix(".md").write_text(text + f"\nCommand: `python benchmarks/rl.py --env {args.env} --algos {args.algos} "
+                                       f"--seeds {args.seeds}`\n")
+    plot(curves, stem.with_suffix(".png"), f"{args.env}: evaluation return vs real and simulator steps")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
