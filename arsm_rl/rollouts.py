@@ -350,6 +350,7 @@ def run_lockstep(
     act: ActFn,
     horizons: Sequence[int | None] | None = None,
     vectorised: bool = False,
+    max_episode_steps: int = 100_000,
 ) -> RolloutBatch:
     """
     Run one rollout per snapshot, all in lockstep, until each episode ends or reaches its horizon.
@@ -366,7 +367,10 @@ def run_lockstep(
     :param act: policy for the steps after the first
     :param horizons: (R,) maximum steps of each rollout (``None``: the whole episode); ``None`` for no limits
     :param vectorised: step CartPole rollouts as one numpy batch (only where ``_CartPoleSteppers.supports``)
+    :param max_episode_steps: a rollout without horizon that runs this long is taken for an env with no time
+        limit, and refused (rather than looping for ever)
     :return: the rollouts' rewards
+    :raises RuntimeError: when a rollout without horizon exceeds ``max_episode_steps``
     """
     n = len(snapshots)
     if n == 0:
@@ -387,6 +391,11 @@ def run_lockstep(
         depth += 1
         if not live.any():
             break
+        if depth >= max_episode_steps and (live & (limits == np.iinfo(np.int64).max)).any():
+            raise RuntimeError(
+                f"a pseudo rollout ran {depth} steps without its episode ending: the env seems to have no time limit; "
+                "set ARSM(pseudo_horizon=...) or wrap the env in gymnasium.wrappers.TimeLimit"
+            )
         batch_obs = pipeline.transform(raw, stacks)
         ids = np.flatnonzero(live)
         actions = np.array(actions, copy=True)

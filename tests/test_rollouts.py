@@ -9,7 +9,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from arsm_rl import ARSM
-from arsm_rl.rollouts import RolloutEngine, discounted_returns, enable_cloning
+from arsm_rl.rollouts import RolloutEngine, discounted_returns, enable_cloning, run_lockstep
 from envs import RandomMDP
 
 
@@ -189,3 +189,18 @@ def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
     assert np.array_equal(results[False][1], results[True][1])
     assert all(np.array_equal(a, b) for a, b in zip(results[False][2], results[True][2], strict=True))
     assert results[True][1].max() > 3
+
+
+def test_endless_rollouts_are_refused() -> None:
+    """An env with no time limit would make a rollout of a poor policy run for ever: refused with advice."""
+    venv = make_vec_env("CliffWalking-v1", n_envs=1, seed=0)  # no TimeLimit in gymnasium's registration
+    enable_cloning(venv)
+    engine = RolloutEngine(venv)
+    venv.reset()
+    branch = engine.branch_points([0])
+    stand_still = np.zeros(1, dtype=np.int64)  # "up" from the start: the episode never ends
+    with pytest.raises(RuntimeError, match="pseudo_horizon"):
+        run_lockstep(engine.pool, [branch[0][0]], stand_still, [branch[0][1]], engine.pipeline,
+                     lambda obs, ids, depth: stand_still[: len(ids)], max_episode_steps=500)
+    batch = engine.run(branch, stand_still, lambda obs, ids, depth: stand_still[: len(ids)], horizons=[50])
+    assert batch.lengths[0] == 50
