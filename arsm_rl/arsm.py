@@ -296,8 +296,6 @@ class ARSM(BaseAlgorithm):
         )
         callback.on_training_start(locals(), globals())
         assert self.env is not None
-        if self._engine is None or self._engine.venv is not self.env:
-            self._engine = RolloutEngine(self.env)
         while self.num_timesteps < total_timesteps:
             collected = self._collect(self.env, callback)
             if collected is None:
@@ -312,7 +310,9 @@ class ARSM(BaseAlgorithm):
 
     def _collect(self, env: VecEnv, callback: BaseCallback) -> _Collected | None:
         """Take ``n_steps`` real steps in every sub-env, keeping branch points where rollouts may start."""
-        assert self._last_obs is not None and self._engine is not None
+        assert self._last_obs is not None
+        if self._engine is None or self._engine.venv is not env:  # one engine (and scratch pool) per training env
+            self._engine = RolloutEngine(env)
         self.policy.set_training_mode(False)
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []

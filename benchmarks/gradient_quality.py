@@ -59,7 +59,6 @@ import stable_baselines3
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
-import arsm_rl
 from arsm_rl import ARSM
 
 ENV_ID = "CartPole-v1"
@@ -217,7 +216,6 @@ def sample_gradients(
     params = list(model.policy.parameters())
     start_flat = th.cat([p.detach().reshape(-1) for p in params]).double()
     _, callback = model._setup_learn(10**12, None)
-    model._engine = arsm_rl.rollouts.RolloutEngine(model.env)
     for _ in range(math.ceil(cfg.burn_in / n_steps)):
         model._collect(model.env, callback)
     model.ep_info_buffer.clear()

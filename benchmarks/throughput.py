@@ -19,7 +19,6 @@ from typing import Any
 import torch as th
 
 from arsm_rl import ARSM
-from arsm_rl.rollouts import RolloutEngine
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3")
 
@@ -27,7 +26,6 @@ ENVS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3")
 def one_update(model: ARSM) -> Any:
     """Collect one update of real data with the model's current policy."""
     _, callback = model._setup_learn(model.n_steps * model.n_envs, None)
-    model._engine = RolloutEngine(model.env)
     return model._collect(model.env, callback)
 
 

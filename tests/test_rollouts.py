@@ -147,7 +147,6 @@ def test_share_noise_rollout_of_the_true_action_is_the_real_return() -> None:
     replays the real trajectory, so its value equals the real return exactly (paper check H)."""
     model = ARSM("MlpPolicy", "CartPole-v1", n_steps=300, share_noise=True, seed=2, policy_kwargs=dict(net_arch=[8]))
     _, callback = model._setup_learn(300, None)
-    model._engine = RolloutEngine(model.env)
     collected = model._collect(model.env, callback)
     assert collected is not None
     t = 0
