@@ -39,6 +39,7 @@ SelfARSM = TypeVar("SelfARSM", bound="ARSM")
 #: ``ar`` and ``reinforce`` use the real returns only.
 ESTIMATORS = ("arsm", "ars", "ar", "reinforce", "rloo", "all_action")
 _SWAP_ESTIMATORS = ("arsm", "ars")
+_TINY = np.finfo(np.float32).tiny  # floor of the noise, so ln(noise) stays finite
 
 
 @dataclass
@@ -247,7 +248,7 @@ class ARSM(BaseAlgorithm):
         """Flat-Dirichlet draws, (batch, K, C) float32: normalised Exp(1) variables."""
         expo = rng.standard_exponential((batch, len(self._nvec), self._n_categories))
         noise = (expo / expo.sum(-1, keepdims=True)).astype(np.float32)
-        return np.maximum(noise, np.finfo(np.float32).tiny)
+        return np.maximum(noise, _TINY)
 
     def _padded(self, logits: th.Tensor) -> th.Tensor:
         """(B, sum(nvec)) logits -> (B, K, C), impossible padding categories at -inf."""
