@@ -11,6 +11,8 @@ excludes the evaluations. ``arsm-paper`` is ARSM with the authors' configuration
 
 writes ``benchmarks/results/rl_<env>.csv`` (one row per run), ``rl_<env>_curves.csv`` (every evaluation),
 ``rl_<env>.md`` (medians and interquartile ranges) and ``rl_<env>.png`` (curves against real and simulator steps).
+Results merge across invocations: a run replaces the stored rows of the same (algo, seed) and keeps the rest,
+and every row records the command that produced it, so one env's table can be built up algorithm by algorithm.
 ``--quick`` is a one-minute smoke run of the same code path (used by ``tests/test_benchmarks_quick.py``).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,7 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment l
 from agents import ALGOS, ARSM_FAMILY, load_preset
 from train import build_kwargs, make_env, normalize_kwargs, split_preset
 
+ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo")
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0}
+TYPES: dict[str, Any] = {  # how stored CSV fields are read back when results merge
+    "seed": int, "real_steps": int, "simulator_steps": int, "episodes": int,
+    "wall_s": float, "final_eval": float, "eval_mean": float, "solved": lambda text: text == "True",
+}
 
 
 class ThresholdCallback(BaseCallback):
@@ -100,6 +108,7 @@ def run(algo: str, env_id: str, seed: int, args: argparse.Namespace) -> tuple[di
         "simulator_steps": last[1],
         "wall_s": round(wall, 2),
         "final_eval": last[3],
+        "command": args.command,
     }
     curve = [
         {"algo": algo, "seed": seed, "real_steps": r, "simulator_steps": s, "episodes": e, "eval_mean": m}
@@ -111,8 +120,8 @@ def run(algo: str, env_id: str, seed: int, args: argparse.Namespace) -> tuple[di
 def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """Median [interquartile range] per algorithm; unsolved runs count at their budget and are flagged."""
     lines = [
-        f"{args.env}, threshold {args.threshold:g}: {args.eval_episodes} stochastic evaluation episodes every "
-        f"{args.eval_freq} real steps; seeds {args.seeds}. Median [IQR] over seeds.",
+        f"{args.env}, threshold {args.threshold:g}: stochastic evaluations (episodes and frequency as in each command; "
+        "defaults 10 episodes every 2000 real steps). Median [IQR] over seeds; unsolved runs count at their budget.",
         "",
         "| algo | solved | real steps | episodes | simulator steps | wall s |",
         "|---|---|---|---|---|---|",
@@ -130,7 +139,20 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {algo} | {solved}/{len(sub)} | {cell([r['real_steps'] for r in sub])} | {cell([r['episodes'] for r in sub])} "
             f"| {cell([r['simulator_steps'] for r in sub])} | {wall[1]:.1f} [{wall[0]:.1f} to {wall[2]:.1f}] |"
         )
-    return "\n".join(lines) + "\n"
+    commands = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in rows))
+    return "\n".join(lines) + "\n\nCommands:\n" + commands + "\n"
+
+
+def merge(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored rows of ``path`` minus the (algo, seed) pairs in ``new``, plus ``new``, sorted by algo and seed."""
+    kept = []
+    if path.exists():
+        replaced = {(str(r["algo"]), str(r["seed"])) for r in new}
+        with open(path, newline="") as file:
+            kept = [r for r in csv.DictReader(file) if (r["algo"], r["seed"]) not in replaced]
+    rows = [{key: TYPES.get(key, str)(value) for key, value in row.items()} for row in kept] + new
+    order = {algo: i for i, algo in enumerate(ALGO_ORDER)}
+    return sorted(rows, key=lambda r: (order.get(r["algo"], len(order)), r["algo"], r["seed"]))
 
 
 def plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -172,7 +194,7 @@ def parse_seeds(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--algos", default="arsm,arsm-paper,rloo,all_action,a2c,ppo")
+    parser.add_argument("--algos", default=",".join(ALGO_ORDER))
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--threshold", type=float, default=None, help="default: 475 CartPole, -100 Acrobot, 200 LunarLander")
     parser.add_argument("--max-steps", type=int, default=None, help="real-step budget (default: the preset's n_timesteps)")
@@ -181,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 2k steps, 2 evaluation episodes")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
+    args.command = shlex.join(["python", "benchmarks/rl.py", *(sys.argv[1:] if argv is None else argv)])
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, np.inf)
     if args.quick:
@@ -195,14 +218,14 @@ def main(argv: list[str] | None = None) -> None:
             curves += curve
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"rl_{args.env.replace('/', '-')}"
+    rows, curves = merge(stem.with_suffix(".csv"), rows), merge(Path(f"{stem}_curves.csv"), curves)
     for path, table in ((stem.with_suffix(".csv"), rows), (Path(f"{stem}_curves.csv"), curves)):
         with open(path, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=list(table[0]))
             writer.writeheader()
             writer.writerows(table)
     text = summary(rows, args)
-    stem.with_suffix(".md").write_text(text + f"\nCommand: `python benchmarks/rl.py --env {args.env} --algos {args.algos} "
-                                       f"--seeds {args.seeds}`\n")
+    stem.with_suffix(".md").write_text(text)
     plot(curves, stem.with_suffix(".png"), f"{args.env}: evaluation return vs real and simulator steps")
     print(text)
 
