@@ -198,16 +198,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--threshold", type=float, default=None, help="default: 475 CartPole, -100 Acrobot, 200 LunarLander")
     parser.add_argument("--max-steps", type=int, default=None, help="real-step budget (default: the preset's n_timesteps)")
-    parser.add_argument("--eval-freq", type=int, default=2_000)
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 2k steps, 2 evaluation episodes")
+    parser.add_argument("--eval-freq", type=int, default=None, help="real steps between evaluations (default 2000)")
+    parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default 10)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: seed 0; unless given, 2k steps, evaluations of 2 episodes every 1k"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     args.command = shlex.join(["python", "benchmarks/rl.py", *(sys.argv[1:] if argv is None else argv)])
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, np.inf)
-    if args.quick:
-        args.seeds, args.max_steps, args.eval_freq, args.eval_episodes = "0", 2_000, 1_000, 2
+    quick = args.quick
+    args.seeds = "0" if quick else args.seeds
+    args.max_steps = args.max_steps or (2_000 if quick else None)
+    args.eval_freq = args.eval_freq or (1_000 if quick else 2_000)
+    args.eval_episodes = args.eval_episodes or (2 if quick else 10)
     th.set_num_threads(1)
     rows, curves = [], []
     for algo in args.algos.split(","):

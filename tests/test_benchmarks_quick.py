@@ -61,3 +61,22 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
     with open(tmp_path / "rl_CartPole-v1_curves.csv", newline="") as file:
         assert len(list(csv.DictReader(file))) >= 2
     assert (tmp_path / "rl_CartPole-v1.png").stat().st_size > 0
+
+    # A second invocation merges: it replaces the rows of its own (algo, seed) and keeps the others.
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--quick", "--algos", "ppo", "--eval-freq", "400",
+         "--out", str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
+        merged = list(csv.DictReader(file))
+    assert [r["algo"] for r in merged] == ["arsm", "ppo"]
+    assert merged[0] == rows["arsm"]
+    assert merged[1]["command"].endswith("--eval-freq 400 --out " + str(tmp_path))
+    with open(tmp_path / "rl_CartPole-v1_curves.csv", newline="") as file:
+        ppo_evals = [r["real_steps"] for r in csv.DictReader(file) if r["algo"] == "ppo"]
+    assert ppo_evals[:2] == ["400", "800"]  # the new run's evaluation points, not the old ones
+    summary = (tmp_path / "rl_CartPole-v1.md").read_text()
+    assert summary.count("- `python benchmarks/rl.py --quick") == 2
