@@ -11,8 +11,9 @@ excludes the evaluations. ``arsm-paper`` is ARSM with the authors' configuration
 
 writes ``benchmarks/results/rl_<env>.csv`` (one row per run), ``rl_<env>_curves.csv`` (every evaluation),
 ``rl_<env>.md`` (medians and interquartile ranges) and ``rl_<env>.png`` (curves against real and simulator steps).
-Results merge across invocations: a run replaces the stored rows of the same (algo, seed) and keeps the rest,
-and every row records the command that produced it, so one env's table can be built up algorithm by algorithm.
+Results are saved after every run and merge across invocations: a run replaces the stored rows of the same
+(algo, seed) and keeps the rest, and every row records the command that produced it, so one env's table can
+be built up algorithm by algorithm (and an interrupted invocation keeps the runs it finished).
 ``--quick`` is a one-minute smoke run of the same code path (used by ``tests/test_benchmarks_quick.py``).
 """
 
@@ -214,16 +215,19 @@ def main(argv: list[str] | None = None) -> None:
     args.eval_freq = args.eval_freq or (1_000 if quick else 2_000)
     args.eval_episodes = args.eval_episodes or (2 if quick else 10)
     th.set_num_threads(1)
-    rows, curves = [], []
+    args.out.mkdir(parents=True, exist_ok=True)
     for algo in args.algos.split(","):
         for seed in parse_seeds(args.seeds):
             row, curve = run(algo, args.env, seed, args)
             print(row, flush=True)
-            rows.append(row)
-            curves += curve
-    args.out.mkdir(parents=True, exist_ok=True)
+            text = save(row, curve, args)  # after every run, so an interrupted invocation keeps what it finished
+    print(text)
+
+
+def save(row: dict[str, Any], curve: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """Merge one run into the env's CSVs, rewrite its table and plot; return the table."""
     stem = args.out / f"rl_{args.env.replace('/', '-')}"
-    rows, curves = merge(stem.with_suffix(".csv"), rows), merge(Path(f"{stem}_curves.csv"), curves)
+    rows, curves = merge(stem.with_suffix(".csv"), [row]), merge(Path(f"{stem}_curves.csv"), curve)
     for path, table in ((stem.with_suffix(".csv"), rows), (Path(f"{stem}_curves.csv"), curves)):
         with open(path, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=list(table[0]))
@@ -232,8 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     text = summary(rows, args)
     stem.with_suffix(".md").write_text(text)
     plot(curves, stem.with_suffix(".png"), f"{args.env}: evaluation return vs real and simulator steps")
-    print(text)
-
+    return text
 
 if __name__ == "__main__":
     main()
