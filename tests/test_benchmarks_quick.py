@@ -80,3 +80,11 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
     assert ppo_evals[:2] == ["400", "800"]  # the new run's evaluation points, not the old ones
     summary = (tmp_path / "rl_CartPole-v1.md").read_text()
     assert summary.count("- `python benchmarks/rl.py --quick") == 2
+
+
+def test_rl_benchmark_rejects_unknown_algo() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--algos", "arsm,sac"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "unknown algos sac; choose from arsm," in result.stderr.strip().splitlines()[-1]
