@@ -13,7 +13,8 @@ writes ``benchmarks/results/rl_<env>.csv`` (one row per run), ``rl_<env>_curves.
 ``rl_<env>.md`` (medians and interquartile ranges) and ``rl_<env>.png`` (curves against real and simulator steps).
 Results are saved after every run and merge across invocations: a run replaces the stored rows of the same
 (algo, seed) and keeps the rest, and every row records the command that produced it, so one env's table can
-be built up algorithm by algorithm (and an interrupted invocation keeps the runs it finished).
+be built up algorithm by algorithm (and an interrupted invocation keeps the runs it finished); invocations may
+run in parallel. ``python benchmarks/sync_readme.py`` then copies the tables into ``benchmarks/README.md``.
 ``--quick`` is a one-minute smoke run of the same code path (used by ``tests/test_benchmarks_quick.py``).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import shlex
 import sys
 import time
@@ -74,10 +76,15 @@ class ThresholdCallback(BaseCallback):
         return not self.solved
 
 
+def preset(algo: str, env_id: str) -> tuple[str, dict[str, Any]]:
+    """The algorithm behind a benchmark row and its raw preset (``arsm-paper`` is arsm's ``paper`` variant)."""
+    name, variant = ("arsm", "paper") if algo == "arsm-paper" else (algo, None)
+    return name, load_preset(name, env_id, variant=variant)[1]
+
+
 def build(algo: str, env_id: str, seed: int) -> tuple[Any, Any, int]:
     """Model, evaluation env and step budget from the preset, as ``train.py`` builds them."""
-    name, variant = ("arsm", "paper") if algo == "arsm-paper" else (algo, None)
-    _, raw = load_preset(name, env_id, variant=variant)
+    name, raw = preset(algo, env_id)
     settings, hyperparams = split_preset(name, raw)
     kwargs = build_kwargs(hyperparams)
     cloneable = name in ARSM_FAMILY
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--algos", default=",".join(ALGO_ORDER))
-    parser.add_argument("--seeds", default="0-4")
+    parser.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,2 (default 0-4; 0 with --quick)")
     parser.add_argument("--threshold", type=float, default=None, help="default: 475 CartPole, -100 Acrobot, 200 LunarLander")
     parser.add_argument("--max-steps", type=int, default=None, help="real-step budget (default: the preset's n_timesteps)")
     parser.add_argument("--eval-freq", type=int, default=None, help="real steps between evaluations (default 2000)")
@@ -209,11 +216,16 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [a for a in args.algos.split(",") if a not in ALGO_ORDER]
     if unknown:
         parser.error(f"unknown algos {', '.join(unknown)}; choose from {', '.join(ALGO_ORDER)}")
+    for algo in args.algos.split(","):
+        try:
+            preset(algo, args.env)
+        except KeyError as error:
+            parser.error(str(error).strip("'\"") + "; add one to agents/ or drop the algo")
     args.command = shlex.join(["python", "benchmarks/rl.py", *(sys.argv[1:] if argv is None else argv)])
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, np.inf)
     quick = args.quick
-    args.seeds = "0" if quick else args.seeds
+    args.seeds = args.seeds or ("0" if quick else "0-4")
     args.max_steps = args.max_steps or (2_000 if quick else None)
     args.eval_freq = args.eval_freq or (1_000 if quick else 2_000)
     args.eval_episodes = args.eval_episodes or (2 if quick else 10)
@@ -228,8 +240,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def save(row: dict[str, Any], curve: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    """Merge one run into the env's CSVs, rewrite its table and plot; return the table."""
+    """Merge one run into the env's CSVs, rewrite its table and plot; return the table.
+
+    An exclusive lock on ``rl_<env>.lock`` makes the read-merge-write atomic, so invocations that run in
+    parallel on the same env (say, one per seed) never drop each other's rows.
+    """
     stem = args.out / f"rl_{args.env.replace('/', '-')}"
+    with open(stem.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _save_locked(stem, row, curve, args)
+
+
+def _save_locked(stem: Path, row: dict[str, Any], curve: list[dict[str, Any]], args: argparse.Namespace) -> str:
     rows, curves = merge(stem.with_suffix(".csv"), [row]), merge(Path(f"{stem}_curves.csv"), curve)
     for path, table in ((stem.with_suffix(".csv"), rows), (Path(f"{stem}_curves.csv"), curves)):
         with open(path, "w", newline="") as file:
@@ -240,6 +262,7 @@ def save(row: dict[str, Any], curve: list[dict[str, Any]], args: argparse.Namesp
     stem.with_suffix(".md").write_text(text)
     plot(curves, stem.with_suffix(".png"), f"{args.env}: evaluation return vs real and simulator steps")
     return text
+
 
 if __name__ == "__main__":
     main()

@@ -88,3 +88,16 @@ def test_rl_benchmark_rejects_unknown_algo() -> None:
     )
     assert result.returncode == 2
     assert "unknown algos sac; choose from arsm," in result.stderr.strip().splitlines()[-1]
+
+
+def test_readme_tables_match_results() -> None:
+    """Every generated table in benchmarks/README.md equals its results file (python benchmarks/sync_readme.py)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sync_readme import sync
+
+    readme = ROOT / "benchmarks" / "README.md"
+    text = readme.read_text()
+    assert text.count("<!-- include ") == 3
+    assert sync(text, readme.parent) == (text, [])
+    stale_text = text.replace("| arsm | 5/5 |", "| arsm | 4/5 |", 1)
+    assert sync(stale_text, readme.parent) == (text, ["results/rl_CartPole-v1.md"])
