@@ -197,6 +197,7 @@ class ARSM(BaseAlgorithm):
         self.ent_coef = ent_coef
         self.max_grad_norm = max_grad_norm
         self.num_pseudo_steps = 0
+        self.num_restore_steps = 0  # the part of num_pseudo_steps spent replaying snapshots (Box2D)
         self._engine: RolloutEngine | None = None
         self._grad_ema: tuple[th.Tensor, th.Tensor] | None = None
         if _init_setup_model:
@@ -399,7 +400,9 @@ class ARSM(BaseAlgorithm):
         horizon_of = {e: self._tail_horizon(used[:, e], collected.dones[:, e]) for e in collected.tail_branches}
         tails = [e for e, horizon in horizon_of.items() if horizon != 0]
         tail_horizons = [horizon_of[e] for e in tails]
-        values, tail_rewards, pseudo_steps = self._rollout_values(collected, plan.requests, tails, tail_horizons)
+        values, tail_rewards, pseudo_steps, restore_steps = self._rollout_values(
+            collected, plan.requests, tails, tail_horizons
+        )
         q_true = self._true_values(collected, tails, tail_rewards).reshape(-1)
         rollout_seconds = time.perf_counter() - start
 
@@ -422,6 +425,7 @@ class ARSM(BaseAlgorithm):
         self.policy.optimizer.step()
         self._n_updates += 1
         self.num_pseudo_steps += pseudo_steps
+        self.num_restore_steps += restore_steps
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/policy_gradient_loss", pg_loss.item())
@@ -433,7 +437,9 @@ class ARSM(BaseAlgorithm):
         self.logger.record("rollout/pseudo_rollouts", len(plan.requests))
         self.logger.record("rollout/tail_rollouts", len(tails))
         self.logger.record("rollout/pseudo_steps", pseudo_steps)
+        self.logger.record("rollout/restore_steps", restore_steps)
         self.logger.record("time/total_pseudo_steps", self.num_pseudo_steps)
+        self.logger.record("time/total_restore_steps", self.num_restore_steps)
         self.logger.record("time/total_env_steps", self.num_timesteps + self.num_pseudo_steps)
         self.logger.record("time/pseudo_fps", int(pseudo_steps / max(rollout_seconds, sys.float_info.epsilon)))
 
@@ -506,11 +512,12 @@ class ARSM(BaseAlgorithm):
 
     def _rollout_values(
         self, collected: _Collected, requests: list[tuple[int, int]], tails: list[int], tail_horizons: list[int | None]
-    ) -> tuple[np.ndarray, list[np.ndarray], int]:
+    ) -> tuple[np.ndarray, list[np.ndarray], int, int]:
         """
         Run every pseudo and tail rollout of the update in one lockstep batch.
 
-        :return: pseudo values (R,), tail reward sequences, simulator steps spent
+        :return: pseudo values (R,), tail reward sequences, simulator steps spent, and the part of them spent
+            replaying snapshots
         """
         assert self._engine is not None
         n_envs = collected.rewards.shape[1]
@@ -524,14 +531,14 @@ class ARSM(BaseAlgorithm):
                 tail_logits = self.policy(obs_as_tensor(_select_rows(collected.tail_obs, tails), self.device)).float().cpu()
             first = np.concatenate([first, self._race(tail_logits, self._noise(self._pseudo_rng, len(tails)))])
         if not branches:
-            return np.zeros(0), [], 0
+            return np.zeros(0), [], 0, 0
         act = self._act_fn(np.array(steps), np.array(envs), collected.noise)
         horizons = [self.pseudo_horizon] * len(requests) + tail_horizons
         batch = self._engine.run(branches, self._env_actions(first), act, horizons)
         ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
         values = discounted_returns(batch.rewards.T, ends.T, self.gamma)[0]
         tail_rewards = [batch.rewards[len(requests) + i, : batch.lengths[len(requests) + i]] for i in range(len(tails))]
-        return values[: len(requests)], tail_rewards, batch.env_steps
+        return values[: len(requests)], tail_rewards, batch.env_steps, batch.restore_steps
 
     def _true_values(self, collected: _Collected, tails: list[int], tail_rewards: list[np.ndarray]) -> np.ndarray:
         """Q(s_t, a_t), (n, E), from the real rewards completed by tail rollouts; NaN where unknown."""

@@ -15,6 +15,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
 from arsm_rl import ARSM, ESTIMATORS, make_cloneable
+from arsm_rl.rollouts import RolloutEngine
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=32)
 
@@ -68,6 +69,25 @@ def test_uncloneable_env_refused() -> None:
 
     with pytest.raises((TypeError, ValueError), match="check_cloneable"):
         ARSM("MlpPolicy", Opaque())
+
+
+def test_replayed_restore_steps_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Box2D snapshots restore by replay: every replayed step is a simulator step, and is reported apart."""
+    prefixes: list[int] = []
+    run = RolloutEngine.run
+
+    def spy(self, branches, *args, **kwargs):
+        prefixes.extend(snapshot.restore_steps for snapshot, _ in branches)
+        return run(self, branches, *args, **kwargs)
+
+    monkeypatch.setattr(RolloutEngine, "run", spy)
+    env = make_vec_env("LunarLander-v3", n_envs=1, seed=0, wrapper_class=make_cloneable)
+    model = ARSM("MlpPolicy", env, seed=0, pseudo_horizon=3, max_pseudo_rollouts=4, **SMALL).learn(96)
+    assert model.num_restore_steps == sum(prefixes) > 0
+    assert model.num_pseudo_steps >= model.num_restore_steps + len(prefixes)  # each rollout takes at least one step
+    prefixes.clear()
+    cartpole = ARSM("MlpPolicy", "CartPole-v1", seed=0, **SMALL).learn(64)
+    assert cartpole.num_restore_steps == sum(prefixes) == 0 < cartpole.num_pseudo_steps
 
 
 def test_subproc_needs_cloneable_wrapper() -> None:
@@ -198,7 +218,9 @@ def test_logger_keys(tmp_path) -> None:
         "rollout/pseudo_actions_per_step",
         "rollout/pseudo_step_share",
         "rollout/pseudo_steps",
+        "rollout/restore_steps",
         "time/total_pseudo_steps",
+        "time/total_restore_steps",
         "time/pseudo_fps",
     ):
         assert key in frame.columns, key

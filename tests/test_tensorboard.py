@@ -28,7 +28,9 @@ ARSM_KEYS = {
     "rollout/pseudo_rollouts",
     "rollout/tail_rollouts",
     "rollout/pseudo_steps",
+    "rollout/restore_steps",
     "time/total_pseudo_steps",
+    "time/total_restore_steps",
     "time/total_env_steps",
     "time/pseudo_fps",
     "train/grad_norm",
@@ -91,6 +93,7 @@ def test_scalar_values_are_sensible(events: EventAccumulator) -> None:
     np.testing.assert_allclose(rollouts, share * N_STEPS)  # every informative step is rolled out (no budget)
     assert np.all(values(events, "rollout/pseudo_steps")[1] >= rollouts)
     assert np.all(values(events, "rollout/tail_rollouts")[1] <= 1)
+    assert np.all(values(events, "rollout/restore_steps")[1] == 0)  # CartPole restores by state copy, no replay
     assert np.all(values(events, "time/pseudo_fps")[1] > 0)
 
 
