@@ -1,8 +1,10 @@
 """Pseudo-action statistics over training: distinct pseudo actions per step and pseudo-to-real step ratio.
 
-ARSM (defaults) trains on an env for a few seeds; after every update the logged
-``rollout/pseudo_actions_per_step``, ``rollout/pseudo_step_share`` and ``rollout/pseudo_steps`` are
-read back from the CSV logger, together with the training episodes' mean return. Writes
+ARSM, built from its preset in ``agents/arsm.yml`` exactly as ``benchmarks/rl.py`` builds it (on CartPole
+the constructor defaults), trains on an env for a few seeds; after every update the logged
+``rollout/pseudo_actions_per_step``, ``rollout/pseudo_step_share``, ``rollout/pseudo_steps`` and
+``rollout/restore_steps`` (the part of the pseudo steps spent replaying Box2D snapshots) are read back from
+the CSV logger, together with the training episodes' mean return. Writes
 ``benchmarks/results/pseudo_stats_<env>.csv`` and ``.png``.
 
     python benchmarks/pseudo_stats.py --env CartPole-v1 --seeds 0-2 --steps 10000
@@ -18,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch as th
+from rl import build, parse_seeds
 from stable_baselines3.common.logger import configure
-
-from arsm_rl import ARSM
 
 
 def trace(env_id: str, seed: int, steps: int) -> pd.DataFrame:
     """One training run's per-update statistics."""
-    model = ARSM("MlpPolicy", env_id, seed=seed)
+    model, _, _ = build("arsm", env_id, seed)
     with tempfile.TemporaryDirectory() as folder:
         model.set_logger(configure(folder, ["csv"]))
         model.learn(steps)
@@ -41,6 +42,7 @@ def trace(env_id: str, seed: int, steps: int) -> pd.DataFrame:
             "pseudo_actions_per_step": frame["rollout/pseudo_actions_per_step"],
             "pseudo_step_share": frame["rollout/pseudo_step_share"],
             "pseudo_to_real": frame["rollout/pseudo_steps"] / n,
+            "restore_to_real": frame["rollout/restore_steps"] / n,
             "ep_rew_mean": frame["rollout/ep_rew_mean"],
         }
     )
@@ -54,8 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     th.set_num_threads(1)
-    low, high = (int(x) for x in args.seeds.split("-"))
-    frame = pd.concat([trace(args.env, seed, args.steps) for seed in range(low, high + 1)], ignore_index=True)
+    frame = pd.concat([trace(args.env, seed, args.steps) for seed in parse_seeds(args.seeds)], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"pseudo_stats_{args.env.replace('/', '-')}"
     frame.to_csv(stem.with_suffix(".csv"), index=False, quoting=csv.QUOTE_MINIMAL)
@@ -73,12 +74,15 @@ def main() -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (key, label) in zip(axes, panels, strict=True):
         for seed, group in frame.groupby("seed"):
-            ax.plot(group["real_steps"], group[key], label=f"seed {seed}", lw=1.2)
+            (line,) = ax.plot(group["real_steps"], group[key], label=f"seed {seed}", lw=1.2)
+            if key == "pseudo_to_real" and group["restore_to_real"].any():  # replay families: the restore part
+                ax.plot(group["real_steps"], group["restore_to_real"], color=line.get_color(), ls="--", lw=1)
         ax.set_xlabel("real environment steps")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"ARSM (defaults) on {args.env}: pseudo actions as the policy sharpens")
+    dashed = ", dashed: of which replayed restore steps" if frame["restore_to_real"].any() else ""
+    fig.suptitle(f"ARSM (preset) on {args.env}: pseudo actions as the policy sharpens{dashed}")
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=110)
     for seed, group in frame.groupby("seed"):
@@ -86,7 +90,12 @@ def main() -> None:
         actions = f"{first['pseudo_actions_per_step']:.2f} -> {last['pseudo_actions_per_step']:.2f}"
         ratio = f"{first['pseudo_to_real']:.1f} -> {last['pseudo_to_real']:.1f} (peak {group['pseudo_to_real'].max():.1f})"
         returns = f"{np.nan_to_num(first['ep_rew_mean']):.0f} -> {last['ep_rew_mean']:.0f}"
-        print(f"seed {seed}: pseudo actions/step {actions}, pseudo/real {ratio}, return {returns}")
+        restore = group["restore_to_real"].sum() / group["pseudo_to_real"].sum()
+        print(
+            f"seed {seed}: pseudo actions/step {actions}, pseudo/real {ratio}, replayed share {restore:.0%}, "
+            f"return {returns}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -101,3 +101,21 @@ def test_readme_tables_match_results() -> None:
     assert sync(text, readme.parent) == (text, [])
     stale_text = text.replace("| arsm | 5/5 |", "| arsm | 4/5 |", 1)
     assert sync(stale_text, readme.parent) == (text, ["results/rl_CartPole-v1.md"])
+
+
+def test_pseudo_stats_counts_replayed_restores(tmp_path: Path) -> None:
+    """pseudo_stats.py reads each update's statistics back; on LunarLander a part of the pseudo steps is replay."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pseudo_stats.py"), "--env", "LunarLander-v3", "--seeds", "0",
+         "--steps", "512", "--out", str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )  # fmt: skip
+    with open(tmp_path / "pseudo_stats_LunarLander-v3.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["real_steps"] for row in rows] == ["256"]  # an update's keys are dumped with the next iteration
+    row = rows[0]
+    assert 0 < float(row["pseudo_actions_per_step"]) <= 3  # four actions: at most three pseudo actions
+    assert 0 < float(row["restore_to_real"]) < float(row["pseudo_to_real"])
+    assert (tmp_path / "pseudo_stats_LunarLander-v3.png").stat().st_size > 0
