@@ -72,6 +72,7 @@ class ThresholdCallback(BaseCallback):
         self.eval_seconds += time.perf_counter() - start
         simulator = self.num_timesteps + getattr(self.model, "num_pseudo_steps", 0)
         self.curve.append((self.num_timesteps, simulator, self.episodes, float(mean)))
+        print(f"  {self.num_timesteps} real steps, {simulator} simulator steps: eval {mean:.2f}", flush=True)
         self.solved = bool(mean >= self.threshold)
         return not self.solved
 
