@@ -251,6 +251,12 @@ def normalize_kwargs(setting: Any, gamma: Any) -> dict[str, Any] | None:
     return kwargs
 
 
+def probe_preset_env(env_id: str, algo: str, settings: dict[str, Any]) -> None:
+    """:func:`probe_env` with the ``env_kwargs`` of a preset's env settings (see :func:`split_preset`)."""
+    env_kwargs = settings.get("env_kwargs") or {}
+    probe_env(env_id, algo, _eval_code("env_kwargs", env_kwargs) if isinstance(env_kwargs, str) else env_kwargs)
+
+
 def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any]) -> None:
     """
     Make one env to turn bad ids, action spaces and uncloneable envs into one-line errors early.
@@ -556,8 +562,7 @@ def train(args: argparse.Namespace) -> int:
     _check_setup(args)
     key, raw = read_preset(args)
     settings, hyperparams = split_preset(args.algo, raw)
-    env_kwargs = settings.get("env_kwargs") or {}
-    probe_env(args.env, args.algo, _eval_code("env_kwargs", env_kwargs) if isinstance(env_kwargs, str) else env_kwargs)
+    probe_preset_env(args.env, args.algo, settings)
     normalize = normalize_kwargs(settings.get("normalize"), hyperparams.get("gamma"))
     if args.eval_only:
         return evaluate_only(args, settings, hyperparams.get("gamma"))

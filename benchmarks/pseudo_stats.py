@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch as th
-from rl import build, parse_seeds
+from rl import build, check_inputs, parse_seeds
 from stable_baselines3.common.logger import configure
 
 
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
+    check_inputs(parser, ["arsm"], args.env)
     th.set_num_threads(1)
     frame = pd.concat([trace(args.env, seed, args.steps) for seed in parse_seeds(args.seeds)], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)

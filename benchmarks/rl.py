@@ -38,7 +38,7 @@ from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalizati
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
 from agents import ALGOS, ARSM_FAMILY, load_preset
-from train import build_kwargs, make_env, normalize_kwargs, split_preset
+from train import UsageError, build_kwargs, make_env, normalize_kwargs, probe_preset_env, split_preset
 
 ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo")
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0}
@@ -81,6 +81,19 @@ def preset(algo: str, env_id: str) -> tuple[str, dict[str, Any]]:
     """The algorithm behind a benchmark row and its raw preset (``arsm-paper`` is arsm's ``paper`` variant)."""
     name, variant = ("arsm", "paper") if algo == "arsm-paper" else (algo, None)
     return name, load_preset(name, env_id, variant=variant)[1]
+
+
+def check_inputs(parser: argparse.ArgumentParser, algos: list[str], env_id: str) -> None:
+    """Exit with a one-line usage error, before any run, on an algorithm without a preset for ``env_id`` or an
+    env that ``train.py`` would refuse (unknown id, unsupported action space, not cloneable)."""
+    for algo in algos:
+        try:
+            name, raw = preset(algo, env_id)
+            probe_preset_env(env_id, name, split_preset(name, raw)[0])
+        except KeyError as error:
+            parser.error(str(error).strip("'\"") + "; add one to agents/ or drop the algo")
+        except UsageError as error:
+            parser.error(str(error))
 
 
 def build(algo: str, env_id: str, seed: int) -> tuple[Any, Any, int]:
@@ -217,11 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [a for a in args.algos.split(",") if a not in ALGO_ORDER]
     if unknown:
         parser.error(f"unknown algos {', '.join(unknown)}; choose from {', '.join(ALGO_ORDER)}")
-    for algo in args.algos.split(","):
-        try:
-            preset(algo, args.env)
-        except KeyError as error:
-            parser.error(str(error).strip("'\"") + "; add one to agents/ or drop the algo")
+    check_inputs(parser, args.algos.split(","), args.env)
     args.command = shlex.join(["python", "benchmarks/rl.py", *(sys.argv[1:] if argv is None else argv)])
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, np.inf)

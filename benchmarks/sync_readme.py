@@ -28,7 +28,7 @@ def sync(text: str, root: Path = HERE) -> tuple[str, list[str]]:
     def refresh(match: re.Match[str]) -> str:
         path = root / match["path"]
         if not path.is_file():
-            raise FileNotFoundError(f"README includes {match['path']}, which does not exist")
+            raise FileNotFoundError(f"an include block names {match['path']}, which does not exist")
         body = path.read_text().strip() + "\n"
         if body != match["body"]:
             stale.append(match["path"])
@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     parser.add_argument("--check", action="store_true", help="report stale blocks and exit 1 instead of rewriting")
     args = parser.parse_args(argv)
-    text, stale = sync(args.readme.read_text(), args.readme.parent)
+    if not args.readme.is_file():
+        parser.error(f"no README at {args.readme}; give --readme PATH")
+    try:
+        text, stale = sync(args.readme.read_text(), args.readme.parent)
+    except FileNotFoundError as error:
+        parser.error(f"{args.readme}: {error}; run the benchmark that writes it, or remove the block")
     if args.check:
         for path in stale:
             print(f"{args.readme}: the table from {path} is stale; run python benchmarks/sync_readme.py")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ESTIMATORS = {"arsm", "ar", "reinforce", "rloo", "all_action", "a2c"}
 NUMERIC = ("sim_steps", "total_variance", "noise_to_signal", "cosine_mean", "cosine_of_mean", "grad_norm_mean")
@@ -119,3 +121,76 @@ def test_pseudo_stats_counts_replayed_restores(tmp_path: Path) -> None:
     assert 0 < float(row["pseudo_actions_per_step"]) <= 3  # four actions: at most three pseudo actions
     assert 0 < float(row["restore_to_real"]) < float(row["pseudo_to_real"])
     assert (tmp_path / "pseudo_stats_LunarLander-v3.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("rl.py", ["--env", "Foo-v0", "--algos", "ppo"], "rl.py: error: unknown env id 'Foo-v0'"),
+        ("rl.py", ["--env", "Pendulum-v1", "--algos", "arsm"], "rl.py: error: Pendulum-v1 has a Box action space"),
+        ("rl.py", ["--env", "MountainCar-v0", "--algos", "arsm-paper"], "no preset 'MountainCar-v0-paper'"),
+        ("pseudo_stats.py", ["--env", "Foo-v0"], "pseudo_stats.py: error: unknown env id 'Foo-v0'"),
+        ("sync_readme.py", ["--readme", "missing.md"], "sync_readme.py: error: no README at missing.md"),
+    ],
+)
+def test_benchmarks_refuse_bad_input_in_one_line(script: str, args: list[str], message: str) -> None:
+    """Bad input stops a benchmark before any run, with one usage line (exit 2), not a traceback."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_sync_readme_names_a_missing_results_file(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- include results/rl_Nowhere-v0.md -->\n<!-- end include -->\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sync_readme.py"), "--readme", str(readme)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "an include block names results/rl_Nowhere-v0.md, which does not exist; run the benchmark that writes it, "
+        "or remove the block"
+    )
+
+
+def test_rl_save_waits_for_the_lock(tmp_path: Path) -> None:
+    """A save blocks while another invocation holds rl_<env>.lock, and then merges into what that one wrote."""
+    import argparse
+    import fcntl
+    import threading
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import rl
+
+    args = argparse.Namespace(env="CartPole-v1", threshold=475.0, out=tmp_path)
+    row = {"env": "CartPole-v1", "algo": "ppo", "seed": 3, "solved": False, "real_steps": 100, "episodes": 2,
+           "simulator_steps": 100, "wall_s": 1.0, "final_eval": 20.0, "command": "test"}  # fmt: skip
+    curve = [{"algo": "ppo", "seed": 3, "real_steps": 100, "simulator_steps": 100, "episodes": 2, "eval_mean": 20.0}]
+    rl.save({**row, "seed": 4}, [{**curve[0], "seed": 4}], args)
+    table = tmp_path / "rl_CartPole-v1.csv"
+    with open(tmp_path / "rl_CartPole-v1.lock", "w") as lock:  # another invocation, in the middle of its save
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saver = threading.Thread(target=rl.save, args=(row, curve, args))
+        saver.start()
+        saver.join(timeout=1.0)
+        assert saver.is_alive()  # blocked by the lock
+        with open(table, newline="") as file:
+            assert [r["seed"] for r in csv.DictReader(file)] == ["4"]
+    saver.join(timeout=60)  # closing the file released the lock
+    assert not saver.is_alive()
+    with open(table, newline="") as file:
+        assert [r["seed"] for r in csv.DictReader(file)] == ["3", "4"]
+
+
+def test_rl_quick_keeps_the_given_seeds(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--quick", "--algos", "ppo", "--seeds", "2",
+         "--max-steps", "512", "--eval-freq", "512", "--out", str(tmp_path)],
+        check=True, cwd=ROOT, capture_output=True, timeout=300,
+    )  # fmt: skip
+    with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
+        assert [(r["algo"], r["seed"]) for r in csv.DictReader(file)] == [("ppo", "2")]
