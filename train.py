@@ -44,8 +44,8 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
 
 import envs  # noqa: F401  (registers the arsm/ env ids)
-from agents import ALGOS, ARSM_FAMILY, is_atari, load_preset, preset_envs
-from arsm_rl.cloning import NotCloneableError, clone_state, make_cloneable
+from agents import ALGOS, ARSM_FAMILY, load_preset, preset_envs
+from arsm_rl.cloning import NotCloneableError, clone_state, make_cloneable, register_optional_envs
 
 #: Preset keys that configure the environment or the run rather than the algorithm's constructor.
 ENV_KEYS = ("n_timesteps", "n_envs", "normalize", "env_wrapper", "frame_stack", "env_kwargs")
@@ -263,13 +263,10 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any]) -> None:
 
     :raises UsageError: with what to do about it
     """
-    if is_atari(env_id):
-        try:
-            import ale_py
-
-            gym.register_envs(ale_py)
-        except ImportError:
-            raise UsageError(f"{env_id} needs ale-py: pip install -e '.[atari]'") from None
+    try:
+        register_optional_envs(env_id)
+    except ImportError as error:  # e.g. "ALE/Pong-v5 needs ale-py: pip install -e '.[atari]'"
+        raise UsageError(str(error)) from None
     try:
         env = gym.make(env_id, **env_kwargs)
     except (gym.error.Error, ModuleNotFoundError) as error:

@@ -7,8 +7,11 @@ as a function of the prefix length.  Every number is the median of several repea
 
 Run from the repository root::
 
-    python benchmarks/clone_cost.py            # writes benchmarks/results/clone_cost.md
-    python benchmarks/clone_cost.py --quick    # fewer repeats (smoke test)
+    python benchmarks/clone_cost.py                         # writes benchmarks/results/clone_cost.md
+    python benchmarks/clone_cost.py --quick --out /tmp/cc   # seconds: CartPole, FrozenLake, LunarLander, one repeat
+
+``--quick`` is a smoke run of the same code path (used by ``tests/test_clone_cost_quick.py``); write it
+elsewhere with ``--out`` so that it does not replace the committed results.
 """
 
 from __future__ import annotations
@@ -25,26 +28,23 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from arsm_rl.cloning import clone_state, family_of, make_cloneable, restore_state, scratch_copy
+from arsm_rl.cloning import clone_state, family_of, make_cloneable, register_optional_envs, restore_state, scratch_copy
 
-RESULTS = Path(__file__).resolve().parent / "results" / "clone_cost.md"
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Cases measured by ``--quick``: one per always-available family.
+QUICK_CASES = ("CartPole-v1", "FrozenLake-v1 slippery", "LunarLander-v3 wind (replay)")
+
+
+def _available(env_id: str) -> bool:
+    try:
+        register_optional_envs(env_id)
+    except ImportError:
+        return False
+    return True
 
 
 def _register_optional() -> dict[str, bool]:
-    have = {}
-    try:
-        import ale_py
-
-        gym.register_envs(ale_py)
-        have["ale"] = True
-    except ImportError:
-        have["ale"] = False
-    try:
-        import minigrid  # noqa: F401
-
-        have["minigrid"] = True
-    except ImportError:
-        have["minigrid"] = False
+    have = {"ale": _available("ALE/Pong-v5"), "minigrid": _available("MiniGrid-DoorKey-8x8-v0")}
     try:
         from stable_baselines3.common import atari_wrappers
 
@@ -95,7 +95,7 @@ def _cases(have: dict[str, bool]) -> list[tuple[str, Callable[[], gym.Env[Any, A
     return cases
 
 
-def _median_us(fn: Callable[[], None], repeats: int, min_time: float) -> float:
+def _median_us(fn: Callable[[], object], repeats: int, min_time: float) -> float:
     """Median over ``repeats`` of the mean µs per call, each repeat running at least ``min_time`` s."""
     out = []
     for _ in range(repeats):
@@ -209,7 +209,7 @@ def render(rows: list[dict], replay: list[dict], have: dict[str, bool], args: ar
     lines = [
         "# Clone cost per env family (arsm_rl.cloning)",
         "",
-        f"Command: `python benchmarks/clone_cost.py`{' --quick' if args.quick else ''} "
+        f"Command: `python benchmarks/clone_cost.py{' --quick' if args.quick else ''}` "
         f"(median of {args.repeats} repeats, each ≥ {args.min_time} s; total {wall:.0f} s).",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, gymnasium {gym.__version__}"
         + (f", ale-py {__import__('ale_py').__version__}" if have["ale"] else "")
@@ -254,17 +254,22 @@ def render(rows: list[dict], replay: list[dict], have: dict[str, bool], args: ar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-time", type=float, default=0.15)
-    parser.add_argument("--quick", action="store_true", help="3 repeats of 0.05 s (smoke test)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--repeats", type=int, default=None, help="default 5 (1 with --quick)")
+    parser.add_argument("--min-time", type=float, default=None, help="seconds per repeat (default 0.15; 0.01 with --quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: only {', '.join(QUICK_CASES)}, replay prefixes 0/10; unless given, 1 repeat of 0.01 s",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for clone_cost.md (default benchmarks/results)")
     args = parser.parse_args()
-    if args.quick:
-        args.repeats, args.min_time = 3, 0.05
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.min_time = args.min_time or (0.01 if args.quick else 0.15)
     start = time.perf_counter()
     have = _register_optional()
+    cases = [case for case in _cases(have) if case[0] in QUICK_CASES or not args.quick]
     rows = []
-    for name, make, prefix in _cases(have):
+    for name, make, prefix in cases:
         row = measure_family(name, make, prefix, args.repeats, args.min_time)
         print(
             f"{name:48s} step {row['step']:9.1f} µs  clone+restore {row['both']:9.1f} µs  "
@@ -272,13 +277,14 @@ def main() -> None:
             flush=True,
         )
         rows.append(row)
-    replay = measure_replay([0, 10, 100, 500], args.repeats, args.min_time)
+    replay = measure_replay([0, 10] if args.quick else [0, 10, 100, 500], args.repeats, args.min_time)
     for r in replay:
         print(f"LunarLander replay prefix {r['prefix']:4d}: restore {r['restore']:9.1f} µs = {r['ratio']:6.1f} steps")
     text = render(rows, replay, have, args, time.perf_counter() - start)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
+    output = args.out / "clone_cost.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -664,7 +664,7 @@ def test_atari_sticky_action_memory_is_restored() -> None:
     Snapshot at a point where the first frame after it repeats the previous action (draw < p), give
     the env a *different* last action during the wander, restore and compare with the twin.
     """
-    from arsm_rl.cloning import _ale_rng_state
+    from arsm_rl.cloning.atari import ale_rng_state
 
     env = make_cloneable(gym.make("ALE/Breakout-v5"))  # frameskip 4, repeat_action_probability 0.25
     twin = gym.make("ALE/Breakout-v5")
@@ -677,7 +677,7 @@ def test_atari_sticky_action_memory_is_restored() -> None:
             break
     else:
         pytest.fail("no snapshot point whose first frame repeats the previous action")
-    assert _ale_rng_state(tracker._ale) == tracker.rng_state(), "tracker's RNG mirror is out of sync with ALE"
+    assert ale_rng_state(tracker._ale) == tracker.rng_state(), "tracker's RNG mirror is out of sync with ALE"
     snap = clone_state(env)
     continuation = [2] * 5 + actions(env, 8, 30)  # RIGHT first: a stale LEFT memory would show
     reference = transitions(twin, continuation)

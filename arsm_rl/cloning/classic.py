@@ -1,0 +1,48 @@
+"""Built-in exact-type families: classic control and toy text (copies of the few attributes that
+change during an episode) and the Box2D envs (replay)."""
+
+from __future__ import annotations
+
+from arsm_rl.cloning.access import Fields
+from arsm_rl.cloning.families import REPLAY, Family
+
+#: Constant tables of the toy-text envs, shared by scratch copies.
+TOY_TEXT_TABLES = ("P", "desc", "initial_state_distrib", "_cliff", "locs", "locs_colors")
+
+CARTPOLE = Family("classic", Fields(("state", "steps_beyond_terminated")))
+ACROBOT = Family("classic", Fields(("state",)))
+MOUNTAIN_CAR = Family("classic", Fields(("state",)))
+PENDULUM = Family("classic", Fields(("state", "last_u")))
+FROZEN_LAKE = Family("toy_text", Fields(("s", "lastaction")), shared_attrs=TOY_TEXT_TABLES)
+CLIFF_WALKING = Family("toy_text", Fields(("s", "lastaction")), shared_attrs=TOY_TEXT_TABLES)
+TAXI = Family("toy_text", Fields(("s", "lastaction", "fickle_step", "taxi_orientation")), shared_attrs=TOY_TEXT_TABLES)
+BLACKJACK = Family("toy_text", Fields(("player", "dealer", "dealer_top_card_suit", "dealer_top_card_value_str")))
+
+
+def builtin_table() -> dict[type, Family]:
+    """The built-in families by exact env class (imports the gymnasium env modules; Box2D only if installed).
+
+    :return: a new table.
+    """
+    from gymnasium.envs import classic_control as cc
+    from gymnasium.envs import toy_text as tt
+
+    table: dict[type, Family] = {
+        cc.CartPoleEnv: CARTPOLE,
+        cc.AcrobotEnv: ACROBOT,
+        cc.MountainCarEnv: MOUNTAIN_CAR,
+        cc.Continuous_MountainCarEnv: MOUNTAIN_CAR,
+        cc.PendulumEnv: PENDULUM,
+        tt.FrozenLakeEnv: FROZEN_LAKE,
+        tt.CliffWalkingEnv: CLIFF_WALKING,
+        tt.TaxiEnv: TAXI,
+        tt.BlackjackEnv: BLACKJACK,
+    }
+    try:  # Box2D is optional
+        from gymnasium.envs import box2d
+
+        for cls in (box2d.LunarLander, box2d.BipedalWalker, box2d.CarRacing):
+            table[cls] = REPLAY
+    except Exception:  # pragma: no cover - box2d not installed
+        pass
+    return table

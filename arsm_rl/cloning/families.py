@@ -1,0 +1,127 @@
+"""Snapshot families: how the core state of one kind of ``env.unwrapped`` is captured.
+
+The built-in families are defined here (``minigrid``, ``custom``, ``replay``, ``generic``), in
+:mod:`arsm_rl.cloning.classic` (``classic``, ``toy_text`` and the Box2D ``replay`` entries) and in
+:mod:`arsm_rl.cloning.atari`; :mod:`arsm_rl.cloning.registry` decides which one an env gets.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gymnasium.utils import EzPickle
+
+from arsm_rl.cloning.access import Callbacks, InstanceDict, Methods, StateAccess
+from arsm_rl.cloning.snapshot import NotCloneableError
+
+#: Attributes of ``gymnasium.Env`` that are not episode state (the RNG is captured separately).
+ENV_BASE_KEYS = frozenset({"action_space", "observation_space", "_np_random", "_np_random_seed", "spec", "metadata"})
+#: Render handles, never part of a snapshot.
+RENDER_KEYS = frozenset({"window", "clock", "screen", "surf", "window_surface", "viewer", "render_mode"})
+#: What to do when the deepcopy of an env's attributes fails.
+CORE_HINT = (
+    "Register an exact adapter with arsm_rl.cloning.register_cloneable(...) or define "
+    "clone_core_state()/restore_core_state(); then verify it with check_cloneable()."
+)
+
+
+def _no_fingerprint(env: Any) -> Any:
+    return None
+
+
+def _no_prepare(env: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Family:
+    """How the core state of one kind of env (``env.unwrapped``) is captured and restored.
+
+    :ivar name: the family name reported by :func:`~arsm_rl.cloning.family_of` and stored in
+        snapshots (``classic``, ``toy_text``, ``atari``, ``minigrid``, ``replay``, ``custom``, ``generic``).
+    :ivar state: reads and writes the core state; ``None`` for the replay family, whose snapshots
+        are restored by resetting and replaying the recorded actions.
+    :ivar fingerprint: ``fingerprint(unwrapped)`` gives the settings a snapshot is only valid for
+        (compared on restore); ``None`` by default.
+    :ivar prepare: ``prepare(unwrapped)`` is called by :func:`~arsm_rl.cloning.make_cloneable`
+        (e.g. to install trackers).
+    :ivar shared_attrs: constant attributes (tables) that a :func:`~arsm_rl.cloning.scratch_copy`
+        shares instead of copying.
+    :ivar dynamics: batched numpy dynamics of this family, used by the rollouts layer's batch
+        stepper; ``None`` when the family has none.
+    """
+
+    name: str
+    state: StateAccess | None
+    fingerprint: Callable[[Any], Any] = _no_fingerprint
+    prepare: Callable[[Any], None] = _no_prepare
+    shared_attrs: tuple[str, ...] = ()
+    dynamics: Any = None
+
+    @property
+    def replay(self) -> bool:
+        """Whether snapshots of this family are restored by replaying the episode."""
+        return self.state is None
+
+
+class _CheckedInstanceDict(InstanceDict):
+    """The generic family's deepcopy; checks once per class that no EzPickle object hides inside."""
+
+    def __init__(self) -> None:
+        super().__init__(ENV_BASE_KEYS | RENDER_KEYS, CORE_HINT, none_if_empty=False)
+        self._verified: set[type] = set()
+
+    def get(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls in self._verified:
+            return super().get(obj)
+        memo: dict[int, Any] = {}
+        state = self.attributes(obj)
+        try:
+            out = copy.deepcopy(state, memo)
+        except Exception as exc:
+            raise NotCloneableError(
+                f"{cls.__name__}: the generic deepcopy snapshot failed ({exc!r}). Register an exact adapter with "
+                "register_cloneable() or define clone_core_state()/restore_core_state(), then run check_cloneable()."
+            ) from exc
+        for value in memo.values():
+            if isinstance(value, EzPickle):
+                raise NotCloneableError(
+                    f"{cls.__name__} holds a {type(value).__name__} object, which copies by constructor arguments "
+                    "(gymnasium.utils.EzPickle), so a deepcopy snapshot would silently be a fresh object. Register an "
+                    "exact adapter with register_cloneable() and verify it with check_cloneable()."
+                )
+        self._verified.add(cls)
+        return out
+
+
+#: Box2D and envs registered with ``register_cloneable(cls, replay=True)``: no state, replay.
+REPLAY = Family("replay", None)
+#: Envs with their own ``clone_core_state()``/``restore_core_state(state)``.
+METHODS = Family("custom", Methods())
+#: Every ``MiniGridEnv``: one deepcopy of the mutable instance dictionary.
+MINIGRID = Family("minigrid", InstanceDict(ENV_BASE_KEYS | RENDER_KEYS | {"actions"}, CORE_HINT, none_if_empty=False))
+#: Any other env that does not subclass EzPickle.
+GENERIC = Family("generic", _CheckedInstanceDict())
+
+
+def custom(get_state: Callable[[Any], Any], set_state: Callable[[Any, Any], None]) -> Family:
+    """
+    :param get_state: ``get_state(unwrapped) -> state``.
+    :param set_state: ``set_state(unwrapped, state)``.
+    :return: the ``custom`` family with these callbacks.
+    """
+    return Family("custom", Callbacks(get_state, set_state))
+
+
+def has_core_methods(env: Any) -> bool:
+    """Whether the env defines ``clone_core_state()`` and ``restore_core_state(state)``."""
+    return callable(getattr(env, "clone_core_state", None)) and callable(getattr(env, "restore_core_state", None))
+
+
+def is_minigrid_env(env: Any) -> bool:
+    """Whether the env is a ``minigrid`` ``MiniGridEnv`` (matched by name, without importing minigrid)."""
+    return any(c.__name__ == "MiniGridEnv" and c.__module__.startswith("minigrid") for c in type(env).__mro__)
