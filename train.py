@@ -420,7 +420,8 @@ def list_presets() -> int:
         variants = [f"{k} (--env {base} --preset {k[len(base) + 1 :]})" for k in keys if k not in plain for base in plain
                     if k.startswith(f"{base}-")]  # fmt: skip
         print(f"{algo}: {', '.join(plain + variants)}")
-    print("rloo, all_action: the arsm presets; other env ids fall back to each file's 'default' entry")
+    peers = ", ".join(algo for algo in ALGOS if algo in ARSM_FAMILY and algo != "arsm")
+    print(f"{peers}: the arsm presets; other env ids fall back to each file's 'default' entry")
     return 0
 
 

@@ -1,8 +1,9 @@
 """The experiment-side zoo: algorithm table and RL-Zoo-format presets (``agents/<algo>.yml``).
 
 ``ALGOS`` maps the ``--algo`` names of ``train.py`` to classes. ``arsm`` is :class:`arsm_rl.ARSM`;
-``rloo`` and ``all_action`` are ARSM with that gradient estimator (thin subclasses that only change
-the default of ``estimator``, so their models are ordinary ARSM models: ``ARSM.load`` reads them).
+every estimator of :data:`arsm_rl.ESTIMATORS` marked ``algo`` (``rloo``, ``all_action``) is ARSM with
+that gradient estimator (a thin subclass that only changes the default of ``estimator``, so its
+models are ordinary ARSM models: ``ARSM.load`` reads them).
 ``a2c`` and ``ppo`` are Stable-Baselines3's own classes, used as baselines with RL Zoo's presets.
 
 Preset lookup (:func:`load_preset`) follows RL Zoo: the env id's key, else ``atari`` for ALE
@@ -18,33 +19,36 @@ import yaml
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from arsm_rl import ARSM
+from arsm_rl import ARSM, ESTIMATORS
 
-__all__ = ["ALGOS", "ARSM_FAMILY", "PRESET_DIR", "RLOOARSM", "AllActionARSM", "is_atari", "load_preset", "preset_envs"]
+__all__ = ["ALGOS", "ARSM_FAMILY", "PRESET_DIR", "estimator_algo", "is_atari", "load_preset", "preset_envs"]
 
 #: Folder of the YAML presets, one file per algorithm name.
 PRESET_DIR = Path(__file__).resolve().parent
 
 
-class RLOOARSM(ARSM):
-    """ARSM with ``estimator="rloo"`` by default (leave-one-out REINFORCE on the same rollout engine)."""
+def estimator_algo(estimator: str) -> type[ARSM]:
+    """
+    ARSM with ``estimator`` as the default of its ``estimator`` argument: a thin subclass, so its models are
+    ordinary ARSM models (``ARSM.load`` reads them) and its presets are ARSM's.
 
-    def __init__(self, policy: Any, env: Any, estimator: str = "rloo", **kwargs: Any) -> None:
-        super().__init__(policy, env, estimator=estimator, **kwargs)
+    :param estimator: a name in :data:`arsm_rl.ESTIMATORS`
+    """
+    summary = ESTIMATORS[estimator].summary
+
+    def __init__(self: ARSM, policy: Any, env: Any, estimator: str = estimator, **kwargs: Any) -> None:
+        ARSM.__init__(self, policy, env, estimator=estimator, **kwargs)
+
+    name = "".join(part.capitalize() for part in estimator.split("_")) + "ARSM"
+    doc = f"ARSM with ``estimator={estimator!r}`` by default: {summary}."
+    return type(name, (ARSM,), {"__init__": __init__, "__doc__": doc, "__module__": __name__, "__qualname__": name})
 
 
-class AllActionARSM(ARSM):
-    """ARSM with ``estimator="all_action"`` by default (every action rolled out at every step)."""
-
-    def __init__(self, policy: Any, env: Any, estimator: str = "all_action", **kwargs: Any) -> None:
-        super().__init__(policy, env, estimator=estimator, **kwargs)
-
-
-#: ``--algo`` name -> algorithm class.
+#: ``--algo`` name -> algorithm class: ARSM, one ARSM per estimator registered as an algo of its own
+#: (``Estimator.algo``: the self-critic peers ``rloo`` and ``all_action``), and SB3's A2C and PPO.
 ALGOS: dict[str, type[BaseAlgorithm]] = {
     "arsm": ARSM,
-    "rloo": RLOOARSM,
-    "all_action": AllActionARSM,
+    **{name: estimator_algo(name) for name, cls in ESTIMATORS.items() if cls.algo},
     "a2c": A2C,
     "ppo": PPO,
 }

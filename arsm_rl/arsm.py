@@ -17,34 +17,18 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-from arsm_rl.estimators import (
-    all_action_gradient,
-    ar_gradient,
-    ars_gradient,
-    arsm_gradient,
-    race_actions,
-    reinforce_gradient,
-    rloo_gradient,
-    swap_pseudo_actions,
-)
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims
-from arsm_rl.rollouts import ActFn, RolloutEngine, discounted_returns, enable_cloning
+from arsm_rl.rollouts import ActFn, BranchPoint, RolloutEngine, discounted_returns, enable_cloning, select_rows, stack_obs
+from arsm_rl.strategies import ESTIMATORS, Estimator, JointActions, Selection, StepBatch, distinct_codes
 
-__all__ = ["ARSM", "ESTIMATORS"]
+__all__ = ["ARSM", "ESTIMATORS", "RolloutValues", "UpdateData", "UpdatePlan", "UpdateReport"]
 
 SelfARSM = TypeVar("SelfARSM", bound="ARSM")
 
-#: Gradient estimators ``ARSM(estimator=...)`` accepts. ``arsm`` and ``ars`` roll out the distinct
-#: swap pseudo actions; ``rloo`` and ``all_action`` are the self-critic peers (same rollout engine);
-#: ``ar`` and ``reinforce`` use the real returns only.
-ESTIMATORS = ("arsm", "ars", "ar", "reinforce", "rloo", "all_action")
-_SWAP_ESTIMATORS = ("arsm", "ars")
-_TINY = np.finfo(np.float32).tiny  # floor of the noise, so ln(noise) stays finite
-
 
 @dataclass
-class _Collected:
-    """One update's real experience, time-major: index ``[t, e]`` is step t of sub-env e."""
+class UpdateData:
+    """One update's real experience, time-major: index ``[t, e]`` is step t of sub-env e; row ``t * E + e`` when flat."""
 
     obs: Any  # (n, E, *obs_shape) array, or dict of such arrays
     logits: np.ndarray  # (n, E, sum(nvec)) float32, the logits the actions were drawn with
@@ -52,27 +36,40 @@ class _Collected:
     actions: np.ndarray  # (n, E, K) int64
     rewards: np.ndarray  # (n, E) float64, original (un-normalised) rewards
     dones: np.ndarray  # (n, E) bool, the episode ended with this step
-    branches: list[list[Any]]  # [t][e] branch point before step t (empty lists when no rollouts are needed)
-    tail_branches: dict[int, Any]  # e -> branch point after the last step (ongoing episode)
+    branches: list[BranchPoint | None]  # (n * E,) branch point before each step, by row (None: no rollouts needed)
+    tail_branches: dict[int, BranchPoint]  # e -> branch point after the last step (ongoing episode)
     tail_obs: Any  # (E, *obs_shape) observations after the last step
 
 
 @dataclass
-class _Plan:
-    """Which real steps contribute to an update and which rollouts they need (rows are ``t * E + e``)."""
+class UpdatePlan:
+    """Which real steps of an update contribute to its gradient and which rollouts they need (rows ``t * E + e``)."""
 
     true_codes: np.ndarray  # (B,) codes of the actions taken
     counts: np.ndarray  # (B,) rollouts each step would need
-    used: np.ndarray = None  # type: ignore[assignment]  # (B,) bool, steps contributing to the gradient
+    used: np.ndarray  # (B,) bool, steps contributing to the gradient
     weight: float = 1.0  # Horvitz-Thompson weight of the used steps (1 unless the budget sub-samples)
     requests: list[tuple[int, int]] = field(default_factory=list)  # (row, action code) to roll out
-    codes: np.ndarray | None = None  # (B, C, C) swap-matrix cells read by the swap estimators
-    refs: np.ndarray | None = None  # (B,) ARS reference categories
-    samples: np.ndarray | None = None  # (B, S) RLOO action codes, the true action first
+    selection: Selection | None = None  # the actions the estimator values at each step (None: rollout-free)
 
-    def __post_init__(self) -> None:
-        if self.used is None:
-            self.used = np.zeros(len(self.true_codes), dtype=bool)
+
+@dataclass
+class RolloutValues:
+    """What an update's pseudo and tail rollouts returned."""
+
+    values: np.ndarray  # (R,) discounted value of each requested (row, action) rollout
+    tail_rewards: dict[int, np.ndarray]  # e -> rewards of the tail rollout completing sub-env e's episode
+    env_steps: int  # simulator steps spent, restores included
+    restore_steps: int  # the part of env_steps spent replaying snapshots
+
+
+@dataclass
+class UpdateReport:
+    """The last update's plan, rollouts and seconds per part (``plan``, ``rollouts``, ``gradient``)."""
+
+    plan: UpdatePlan
+    rollouts: RolloutValues
+    seconds: dict[str, float]
 
 
 class ARSM(BaseAlgorithm):
@@ -111,12 +108,13 @@ class ARSM(BaseAlgorithm):
     :param learning_rate: learning rate, a float or a schedule of the progress remaining (from 1 to 0)
     :param n_steps: real steps per sub-env per update
     :param gamma: discount factor of the action values
-    :param estimator: one of :data:`ESTIMATORS`: ``"arsm"`` (default); ``"ars"`` (one random
-        reference category per step); ``"ar"`` and ``"reinforce"`` (real returns only, no
+    :param estimator: a name in :data:`~arsm_rl.strategies.ESTIMATORS`: ``"arsm"`` (default); ``"ars"``
+        (one random reference category per step); ``"ar"`` and ``"reinforce"`` (real returns only, no
         rollouts); the matched-budget self-critic peers ``"rloo"`` (K = max(nvec) i.i.d. actions per
         step, the real one and K-1 fresh draws, leave-one-out baseline; each distinct action other
         than the real one is rolled out once) and ``"all_action"`` (every action rolled out, exact
-        expectation over actions; ``Discrete`` only)
+        expectation over actions; ``Discrete`` only); or any estimator registered with
+        :func:`~arsm_rl.strategies.register_estimator`
     :param max_pseudo_rollouts: budget of pseudo rollouts per update (tail rollouts not included);
         ``None`` rolls out at every informative step. Over budget, m informative steps are drawn
         uniformly at random, m = budget / (mean rollouts per informative step), and reweighted by
@@ -137,6 +135,7 @@ class ARSM(BaseAlgorithm):
     :param seed: seed of every random stream (torch, numpy, the real and the pseudo noise)
     :param device: torch device; small MLPs are fastest on ``"cpu"``
     :param _init_setup_model: build the network at construction
+    :ivar last_update: :class:`UpdateReport` of the last update (its plan, rollouts and seconds per part), or ``None``
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -200,6 +199,7 @@ class ARSM(BaseAlgorithm):
         self.num_restore_steps = 0  # the part of num_pseudo_steps spent replaying snapshots (Box2D)
         self._engine: RolloutEngine | None = None
         self._grad_ema: tuple[th.Tensor, th.Tensor] | None = None
+        self.last_update: UpdateReport | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -217,19 +217,17 @@ class ARSM(BaseAlgorithm):
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        if self.estimator == "all_action" and not isinstance(self.action_space, spaces.Discrete):
-            raise ValueError("estimator='all_action' needs a Discrete action space (MultiDiscrete has too many joint actions)")
+        self._joint = JointActions(action_dims(self.action_space), discrete=isinstance(self.action_space, spaces.Discrete))
+        self.strategy.check(self._joint)
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
-        nvec = action_dims(self.action_space)
-        self._n_categories = int(nvec.max())
-        # valid[k, c]: category c exists in dimension k (smaller dimensions are padded with
-        # impossible categories, logit -inf, so every dimension races over max(nvec) coordinates).
-        self._valid = th.as_tensor(np.arange(self._n_categories)[None, :] < nvec[:, None])
-        self._strides = np.concatenate([[1], np.cumprod(nvec[:-1])]).astype(np.int64)
-        self._nvec = nvec
+
+    @property
+    def strategy(self) -> Estimator:
+        """The :class:`~arsm_rl.strategies.Estimator` named by :attr:`estimator` (read at every use)."""
+        return ESTIMATORS[self.estimator]()
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """Seed torch, numpy, the action space and ARSM's two noise streams (real and pseudo)."""
@@ -238,48 +236,10 @@ class ARSM(BaseAlgorithm):
         self._pseudo_rng = np.random.default_rng(None if seed is None else [seed, 1])
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_engine", "_real_rng", "_pseudo_rng", "_grad_ema", "_valid"]
+        return [*super()._excluded_save_params(), "_engine", "_real_rng", "_pseudo_rng", "_grad_ema", "_joint", "last_update"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
-
-    # ------------------------------------------------------------------ sampling helpers
-
-    def _noise(self, rng: np.random.Generator, batch: int) -> np.ndarray:
-        """Flat-Dirichlet draws, (batch, K, C) float32: normalised Exp(1) variables."""
-        expo = rng.standard_exponential((batch, len(self._nvec), self._n_categories))
-        noise = (expo / expo.sum(-1, keepdims=True)).astype(np.float32)
-        return np.maximum(noise, _TINY)
-
-    def _padded(self, logits: th.Tensor) -> th.Tensor:
-        """(B, sum(nvec)) logits -> (B, K, C), impossible padding categories at -inf."""
-        out = th.full((len(logits), *self._valid.shape), -th.inf, dtype=logits.dtype, device=logits.device)
-        out[:, self._valid] = logits
-        return out
-
-    def _race(self, logits: th.Tensor, noise: np.ndarray) -> np.ndarray:
-        """Race winners per dimension, (B, K) int64."""
-        padded = self._padded(logits).cpu()
-        k, c = self._valid.shape
-        return race_actions(padded.reshape(-1, c), th.as_tensor(noise).reshape(-1, c)).reshape(-1, k).numpy()
-
-    def _codes(self, actions: np.ndarray) -> np.ndarray:
-        """Joint actions (..., K) -> integer codes (...) (mixed radix)."""
-        return (actions * self._strides).sum(-1)
-
-    def _decode(self, codes: np.ndarray) -> np.ndarray:
-        """Integer codes (...) -> joint actions (..., K)."""
-        return (codes[..., None] // self._strides) % self._nvec
-
-    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
-        return actions[..., 0] if isinstance(self.action_space, spaces.Discrete) else actions
-
-    def _swap_codes(self, logits: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """Joint pseudo actions of every swap (m, j), as codes (B, C, C); the diagonal is the true action."""
-        k, c = self._valid.shape
-        padded = self._padded(th.as_tensor(logits)).reshape(-1, c)
-        swaps = swap_pseudo_actions(padded, th.as_tensor(noise).reshape(-1, c)).reshape(-1, k, c, c).numpy()
-        return np.einsum("bkmj,k->bmj", swaps, self._strides)
 
     # ------------------------------------------------------------------ learning loop
 
@@ -310,7 +270,26 @@ class ARSM(BaseAlgorithm):
         callback.on_training_end()
         return self
 
-    def _collect(self, env: VecEnv, callback: BaseCallback) -> _Collected | None:
+    def collect_update(self, callback: MaybeCallback = None) -> UpdateData:
+        """
+        Take one update's real steps (``n_steps`` per sub-env) with the current policy, as :meth:`learn` does.
+
+        With :meth:`plan_update`, :meth:`run_rollouts` and :meth:`train` this is the public way to look inside an
+        update (benchmarks do). The first call resets the env as :meth:`learn` does; later calls continue the
+        trajectory. ``num_timesteps`` counts the steps.
+
+        :param callback: called at every step, as in :meth:`learn`
+        :return: the update's real experience and branch points
+        :raises RuntimeError: if the callback stopped the collection
+        """
+        _, cb = self._setup_learn(self.n_steps * self.n_envs, callback, reset_num_timesteps=self._last_obs is None)
+        assert self.env is not None
+        collected = self._collect(self.env, cb)
+        if collected is None:
+            raise RuntimeError("the callback stopped the collection")
+        return collected
+
+    def _collect(self, env: VecEnv, callback: BaseCallback) -> UpdateData | None:
         """Take ``n_steps`` real steps in every sub-env, keeping branch points where rollouts may start."""
         assert self._last_obs is not None
         if self._engine is None or self._engine.venv is not env:  # one engine (and scratch pool) per training env
@@ -319,18 +298,18 @@ class ARSM(BaseAlgorithm):
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []
         logits_list, noise_list, action_list, reward_list, done_list = [], [], [], [], []
-        branches: list[list[Any]] = []
+        branches: list[BranchPoint | None] = []
         # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets
         # the update decide which steps to roll out from, all at once.
-        rollout_envs = [] if self.estimator in ("ar", "reinforce") else list(range(n_envs))
+        rolls_out = self.strategy.rolls_out
         callback.on_rollout_start()
         for _ in range(n):
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(self._last_obs, self.device)).float().cpu()  # type: ignore[arg-type]
-            noise = self._noise(self._real_rng, n_envs)
-            actions = self._race(logits, noise)
-            branches.append(self._engine.branch_points(rollout_envs))
-            new_obs, rewards, dones, infos = env.step(self._env_actions(actions))
+            noise = self._joint.noise(self._real_rng, n_envs)
+            actions = self._joint.race(logits, noise)
+            branches += self._engine.branch_points(range(n_envs)) if rolls_out else [None] * n_envs
+            new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()
             self.num_timesteps += n_envs
@@ -349,13 +328,8 @@ class ARSM(BaseAlgorithm):
         ongoing = [e for e in range(n_envs) if not done_list[-1][e]]
         tail_branches = dict(zip(ongoing, self._engine.branch_points(ongoing), strict=True))
         callback.on_rollout_end()
-        obs: Any
-        if isinstance(obs_list[0], dict):
-            obs = {key: np.stack([o[key] for o in obs_list]) for key in obs_list[0]}
-        else:
-            obs = np.stack(obs_list)
-        return _Collected(
-            obs=obs,
+        return UpdateData(
+            obs=stack_obs(obs_list),
             logits=np.stack(logits_list),
             noise=np.stack(noise_list),
             actions=np.stack(action_list),
@@ -366,47 +340,27 @@ class ARSM(BaseAlgorithm):
             tail_obs=self._last_obs,
         )
 
-    @staticmethod
-    def _read_codes(codes: np.ndarray, refs: np.ndarray | None) -> np.ndarray:
-        """The cells of the swap matrix the estimator reads: all of them, or (ARS) the reference column."""
-        if refs is None:
-            return codes
-        column = codes[np.arange(len(codes)), :, refs]  # (B, C): swaps (m, ref)
-        return np.broadcast_to(column[:, :, None], codes.shape)
-
-    def _distinct_pseudo(self, codes: np.ndarray, true_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """
-        :param codes: (B, ...) joint action codes per step
-        :param true_codes: (B,) the true actions' codes
-        :return: (rows, codes) of every distinct pseudo action other than the true one, sorted by row
-        """
-        rows, distinct, _ = _distinct_per_row(codes, int(np.prod(self._nvec)))
-        keep = distinct != true_codes[rows]
-        return rows[keep], distinct[keep]
-
     # ------------------------------------------------------------------ update
 
-    def train(self, collected: _Collected) -> None:  # type: ignore[override]
-        """One gradient step from an update's real experience and its pseudo rollouts."""
+    def train(self, collected: UpdateData) -> None:  # type: ignore[override]
+        """One gradient step from an update's real experience and its pseudo rollouts (see :attr:`last_update`)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         start = time.perf_counter()
         n, n_envs = collected.rewards.shape
-        plan = self._plan(collected)
+        plan = self.plan_update(collected)
+        planned = time.perf_counter()
 
         # The true action's value is needed at every used step; an episode still running at the end
         # of the data gets one tail rollout to complete its return.
         used = plan.used.reshape(n, n_envs)
         horizon_of = {e: self._tail_horizon(used[:, e], collected.dones[:, e]) for e in collected.tail_branches}
-        tails = [e for e, horizon in horizon_of.items() if horizon != 0]
-        tail_horizons = [horizon_of[e] for e in tails]
-        values, tail_rewards, pseudo_steps, restore_steps = self._rollout_values(
-            collected, plan.requests, tails, tail_horizons
-        )
-        q_true = self._true_values(collected, tails, tail_rewards).reshape(-1)
-        rollout_seconds = time.perf_counter() - start
+        tails = {e: horizon for e, horizon in horizon_of.items() if horizon != 0}
+        rollouts = self.run_rollouts(collected, plan.requests, tails)
+        q_true = self._true_values(collected, rollouts.tail_rewards).reshape(-1)
+        rolled_out = time.perf_counter()
 
-        grads = self._step_gradients(plan, collected, q_true, values)
+        grads = self._step_gradients(plan, collected, q_true, rollouts.values)
         obs = obs_as_tensor(_flatten_obs(collected.obs, n * n_envs), self.device)
         logits = self.policy(obs)
         distribution = self.policy.action_dist.proba_distribution(action_logits=logits)
@@ -424,8 +378,10 @@ class ARSM(BaseAlgorithm):
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
         self.policy.optimizer.step()
         self._n_updates += 1
-        self.num_pseudo_steps += pseudo_steps
-        self.num_restore_steps += restore_steps
+        self.num_pseudo_steps += rollouts.env_steps
+        self.num_restore_steps += rollouts.restore_steps
+        seconds = {"plan": planned - start, "rollouts": rolled_out - planned, "gradient": time.perf_counter() - rolled_out}
+        self.last_update = UpdateReport(plan, rollouts, seconds)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/policy_gradient_loss", pg_loss.item())
@@ -436,38 +392,36 @@ class ARSM(BaseAlgorithm):
         self.logger.record("rollout/pseudo_step_share", float((plan.counts > 0).mean()))
         self.logger.record("rollout/pseudo_rollouts", len(plan.requests))
         self.logger.record("rollout/tail_rollouts", len(tails))
-        self.logger.record("rollout/pseudo_steps", pseudo_steps)
-        self.logger.record("rollout/restore_steps", restore_steps)
+        self.logger.record("rollout/pseudo_steps", rollouts.env_steps)
+        self.logger.record("rollout/restore_steps", rollouts.restore_steps)
         self.logger.record("time/total_pseudo_steps", self.num_pseudo_steps)
         self.logger.record("time/total_restore_steps", self.num_restore_steps)
         self.logger.record("time/total_env_steps", self.num_timesteps + self.num_pseudo_steps)
-        self.logger.record("time/pseudo_fps", int(pseudo_steps / max(rollout_seconds, sys.float_info.epsilon)))
+        rollout_seconds = max(rolled_out - start, sys.float_info.epsilon)
+        self.logger.record("time/pseudo_fps", int(rollouts.env_steps / rollout_seconds))
 
-    def _plan(self, collected: _Collected) -> _Plan:
-        """Choose the steps that contribute to the update and the rollouts they need."""
+    def plan_update(self, collected: UpdateData) -> UpdatePlan:
+        """
+        Choose the steps that contribute to the update and the rollouts they need: the estimator selects the
+        actions it values at each step, each distinct one other than the true action is requested once, and over
+        ``max_pseudo_rollouts`` a uniform subset of the informative steps is kept (reweighted, so unbiased).
+        Draws from the pseudo-rollout random stream, as :meth:`train` does.
+
+        :param collected: from :meth:`collect_update`
+        :return: the plan
+        """
         n_rows = collected.rewards.size
         logits = collected.logits.reshape(n_rows, -1)
-        true_codes = self._codes(collected.actions.reshape(n_rows, -1))
-        plan = _Plan(true_codes=true_codes, counts=np.zeros(n_rows, dtype=np.int64))
-        if self.estimator in ("ar", "reinforce"):
-            plan.used = np.ones(n_rows, dtype=bool)
+        true_codes = self._joint.encode(collected.actions.reshape(n_rows, -1))
+        noise = collected.noise.reshape(n_rows, *collected.noise.shape[2:])
+        selection = self.strategy.select(self._joint, logits, noise, true_codes, self._pseudo_rng)
+        plan = UpdatePlan(true_codes, np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=bool), selection=selection)
+        if selection is None:
+            plan.used[:] = True
             return plan
-        if self.estimator in _SWAP_ESTIMATORS:
-            noise = collected.noise.reshape(n_rows, *collected.noise.shape[2:])
-            plan.refs = self._pseudo_rng.integers(self._n_categories, size=n_rows) if self.estimator == "ars" else None
-            plan.codes = self._read_codes(self._swap_codes(logits, noise), plan.refs)
-            rows, codes = self._distinct_pseudo(plan.codes, true_codes)
-        elif self.estimator == "rloo":
-            k = self._n_categories
-            extra = self._race(th.as_tensor(np.repeat(logits, k - 1, axis=0)), self._noise(self._pseudo_rng, n_rows * (k - 1)))
-            plan.samples = np.concatenate([true_codes[:, None], self._codes(extra).reshape(n_rows, k - 1)], axis=1)
-            # Like ARSM, each distinct action is valued once and the real action by the real return: the
-            # estimate is linear in the values, so sharing a value between equal actions keeps it unbiased.
-            rows, codes = self._distinct_pseudo(plan.samples, true_codes)
-        else:  # all_action
-            every = np.tile(np.arange(self._n_categories), n_rows)
-            rows = np.repeat(np.arange(n_rows), self._n_categories)
-            rows, codes = rows[every != true_codes[rows]], every[every != true_codes[rows]]
+        rows, codes, _ = distinct_codes(selection.codes, self._joint.n_joint)
+        other = codes != true_codes[rows]  # the true action is valued by the real return
+        rows, codes = rows[other], codes[other]
         plan.counts = np.bincount(rows, minlength=n_rows)
         informative = np.flatnonzero(plan.counts > 0)
         budget = self.max_pseudo_rollouts
@@ -501,108 +455,101 @@ class ARSM(BaseAlgorithm):
         def act(obs: Any, ids: np.ndarray, depth: int) -> np.ndarray:
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(obs, self.device)).float().cpu()
-            noise = self._noise(self._pseudo_rng, len(ids))
+            noise = self._joint.noise(self._pseudo_rng, len(ids))
             if self.share_noise:
                 steps = branch_steps[ids] + depth
                 shared = (branch_steps[ids] >= 0) & (steps < n)
                 noise[shared] = real_noise[steps[shared], branch_envs[ids][shared]]
-            return self._env_actions(self._race(logits, noise))
+            return self._joint.env_actions(self._joint.race(logits, noise))
 
         return act
 
-    def _rollout_values(
-        self, collected: _Collected, requests: list[tuple[int, int]], tails: list[int], tail_horizons: list[int | None]
-    ) -> tuple[np.ndarray, list[np.ndarray], int, int]:
+    def run_rollouts(
+        self, collected: UpdateData, requests: list[tuple[int, int]], tails: dict[int, int | None] | None = None
+    ) -> RolloutValues:
         """
-        Run every pseudo and tail rollout of the update in one lockstep batch.
+        Run pseudo and tail rollouts of an update in one lockstep batch with the current policy, as :meth:`train`
+        does (drawing from the pseudo-rollout random stream).
 
-        :return: pseudo values (R,), tail reward sequences, simulator steps spent, and the part of them spent
-            replaying snapshots
+        :param collected: from :meth:`collect_update`
+        :param requests: ``(row, action code)`` pairs to roll out, e.g. ``plan_update(collected).requests``
+        :param tails: sub-env -> horizon (``None``: to the episode's end) of a tail rollout from the state after the
+            last step, with fresh actions of the policy
+        :return: the requests' values, the tails' rewards and the simulator steps spent
         """
         assert self._engine is not None
+        tails = tails or {}
         n_envs = collected.rewards.shape[1]
-        branches = [collected.branches[row // n_envs][row % n_envs] for row, _ in requests]
+        branches = [_branch(collected.branches[row], self.estimator) for row, _ in requests]
         branches += [collected.tail_branches[e] for e in tails]
         steps = [row // n_envs for row, _ in requests] + [-1] * len(tails)  # tails never share the real noise
-        envs = [row % n_envs for row, _ in requests] + tails
-        first = self._decode(np.array([code for _, code in requests], dtype=np.int64).reshape(-1))
+        envs = [row % n_envs for row, _ in requests] + list(tails)
+        first = self._joint.decode(np.array([code for _, code in requests], dtype=np.int64).reshape(-1))
         if tails:
             with th.no_grad():
-                tail_logits = self.policy(obs_as_tensor(_select_rows(collected.tail_obs, tails), self.device)).float().cpu()
-            first = np.concatenate([first, self._race(tail_logits, self._noise(self._pseudo_rng, len(tails)))])
+                tail_obs = obs_as_tensor(select_rows(collected.tail_obs, list(tails)), self.device)
+                tail_logits = self.policy(tail_obs).float().cpu()
+            first = np.concatenate([first, self._joint.race(tail_logits, self._joint.noise(self._pseudo_rng, len(tails)))])
         if not branches:
-            return np.zeros(0), [], 0, 0
+            return RolloutValues(np.zeros(0), {}, 0, 0)
         act = self._act_fn(np.array(steps), np.array(envs), collected.noise)
-        horizons = [self.pseudo_horizon] * len(requests) + tail_horizons
-        batch = self._engine.run(branches, self._env_actions(first), act, horizons)
+        horizons = [self.pseudo_horizon] * len(requests) + list(tails.values())
+        batch = self._engine.run(branches, self._joint.env_actions(first), act, horizons)
         ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
         values = discounted_returns(batch.rewards.T, ends.T, self.gamma)[0]
-        tail_rewards = [batch.rewards[len(requests) + i, : batch.lengths[len(requests) + i]] for i in range(len(tails))]
-        return values[: len(requests)], tail_rewards, batch.env_steps, batch.restore_steps
+        r = len(requests)
+        tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
+        return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps)
 
-    def _true_values(self, collected: _Collected, tails: list[int], tail_rewards: list[np.ndarray]) -> np.ndarray:
+    def _true_values(self, collected: UpdateData, tail_rewards: dict[int, np.ndarray]) -> np.ndarray:
         """Q(s_t, a_t), (n, E), from the real rewards completed by tail rollouts; NaN where unknown."""
         n, n_envs = collected.rewards.shape
         values = np.full((n, n_envs), np.nan)
-        tail_of = dict(zip(tails, tail_rewards, strict=True))
         for e in range(n_envs):
             rewards, dones = collected.rewards[:, e], collected.dones[:, e]
             # Without a tail, values in the still-running episode are known only where their horizon fits.
-            if e in tail_of or dones[-1]:
+            if e in tail_rewards or dones[-1]:
                 unknown_from = n
             elif self.pseudo_horizon is None:
                 unknown_from = _trailing_start(dones)
             else:
                 unknown_from = max(_trailing_start(dones), n - self.pseudo_horizon + 1)
-            if e in tail_of:
-                tail = tail_of[e]
+            if e in tail_rewards:
+                tail = tail_rewards[e]
                 rewards = np.concatenate([rewards, tail])
                 dones = np.concatenate([dones, np.arange(len(tail)) == len(tail) - 1])
             values[:unknown_from, e] = discounted_returns(rewards, dones, self.gamma, self.pseudo_horizon)[:unknown_from]
         return values
 
-    def _step_gradients(self, plan: _Plan, collected: _Collected, q_true: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Per-step estimates of d E[Q] / d logits at the used steps, (U, sum(nvec))."""
+    def _step_gradients(self, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per-step estimates of d E[Q] / d logits at the used steps, (U, sum(nvec)), from the estimator."""
         used = np.flatnonzero(plan.used)
-        k, c = self._valid.shape
+        k, c = self._joint.valid.shape
         q = q_true[used]
         if np.isnan(q).any():
             raise RuntimeError("internal error: a used step has no value for its true action")
-        value_of = dict(zip(plan.requests, values.tolist(), strict=True))
         true_codes = plan.true_codes[used]
-
-        def lookup(codes: np.ndarray) -> np.ndarray:
-            """Values of per-step action codes (U, ...): the true action's or a rollout's."""
-            rows, distinct, inverse = _distinct_per_row(codes, int(np.prod(self._nvec)))
+        selection = plan.selection.rows(used) if plan.selection is not None else None
+        selected_values = None
+        if selection is not None:
+            value_of = dict(zip(plan.requests, values.tolist(), strict=True))
+            rows, distinct, inverse = distinct_codes(selection.codes, self._joint.n_joint)
             found = [
                 q[r] if a == true_codes[r] else value_of[(int(used[r]), int(a))] for r, a in zip(rows, distinct, strict=True)
             ]
-            return np.asarray(found)[inverse].reshape(codes.shape)
-
+            selected_values = np.asarray(found)[inverse].reshape(selection.codes.shape)
         n_rows = len(collected.logits.reshape(-1, collected.logits.shape[-1]))
-        logits = self._padded(th.as_tensor(collected.logits.reshape(n_rows, -1)[used], dtype=th.float64)).reshape(-1, c)
-        noise = th.as_tensor(collected.noise.reshape(n_rows, k, c)[used], dtype=th.float64).reshape(-1, c)
-        if self.estimator == "arsm":
-            assert plan.codes is not None
-            g = arsm_gradient(noise, th.as_tensor(lookup(plan.codes[used])).repeat_interleave(k, dim=0))
-        elif self.estimator == "ars":
-            assert plan.codes is not None and plan.refs is not None
-            f = th.as_tensor(lookup(plan.codes[used])).repeat_interleave(k, dim=0)
-            g = ars_gradient(noise, f, th.as_tensor(plan.refs[used]).repeat_interleave(k))
-        elif self.estimator == "ar":
-            g = ar_gradient(noise, th.as_tensor(q).repeat_interleave(k))
-        elif self.estimator == "reinforce":
-            actions = th.as_tensor(self._decode(true_codes)).reshape(-1)
-            g = reinforce_gradient(logits, actions, th.as_tensor(q).repeat_interleave(k))
-        elif self.estimator == "rloo":
-            assert plan.samples is not None
-            samples = plan.samples[used]  # (U, S) codes, the true action first
-            actions = th.as_tensor(self._decode(samples)).permute(0, 2, 1).reshape(-1, samples.shape[1])
-            g = rloo_gradient(logits, actions, th.as_tensor(lookup(samples)).repeat_interleave(k, dim=0))
-        else:  # all_action: one dimension
-            every = np.broadcast_to(np.arange(c), (len(used), c))
-            g = all_action_gradient(logits, th.as_tensor(lookup(every)))
-        return g.reshape(len(used), k, c)[:, self._valid].numpy()
+        logits = th.as_tensor(collected.logits.reshape(n_rows, -1)[used], dtype=th.float64)
+        batch = StepBatch(
+            actions=self._joint,
+            logits=self._joint.padded(logits).reshape(-1, c),
+            noise=th.as_tensor(collected.noise.reshape(n_rows, k, c)[used], dtype=th.float64).reshape(-1, c),
+            true_codes=true_codes,
+            q_true=q,
+            selection=selection,
+            values=selected_values,
+        )
+        return self.strategy.gradient(batch).reshape(len(used), k, c)[:, self._joint.valid].numpy()
 
     def _gradient_diagnostics(self) -> tuple[float, float]:
         """Gradient norm and the paper's variance diagnostic: mean over parameters of log Var[grad] (EMA, weight 0.01)."""
@@ -634,19 +581,6 @@ class ARSM(BaseAlgorithm):
         self.logger.dump(step=self.num_timesteps)
 
 
-def _distinct_per_row(codes: np.ndarray, n_joint: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """
-    Distinct codes of each row of ``codes`` (B, ...), codes in [0, n_joint).
-
-    :return: (rows, codes) of the distinct (row, code) pairs, sorted, and the inverse index mapping
-        each entry of ``codes`` to its pair
-    """
-    flat = codes.reshape(len(codes), int(np.prod(codes.shape[1:])))  # explicit width: B may be 0
-    keys, inverse = np.unique(np.arange(len(codes))[:, None] * n_joint + flat, return_inverse=True)
-    rows, distinct = np.divmod(keys, n_joint)
-    return rows, distinct, inverse
-
-
 def _flatten_obs(obs: Any, total: int) -> Any:
     """Time-major (n, E, ...) observations to (n * E, ...) rows."""
     if isinstance(obs, dict):
@@ -654,8 +588,12 @@ def _flatten_obs(obs: Any, total: int) -> Any:
     return obs.reshape(total, *obs.shape[2:])
 
 
-def _select_rows(obs: Any, rows: list[int]) -> Any:
-    return {key: value[rows] for key, value in obs.items()} if isinstance(obs, dict) else obs[rows]
+def _branch(branch: BranchPoint | None, estimator: str) -> BranchPoint:
+    if branch is None:
+        raise ValueError(
+            f"no branch point at this step: the update was collected for estimator {estimator!r}, which rolls out nothing"
+        )
+    return branch
 
 
 def _trailing_start(dones: np.ndarray) -> int:

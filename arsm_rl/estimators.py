@@ -14,7 +14,9 @@ The ARSM recipe:
    (an exponential race, identical in law to sampling from ``softmax(logits)``).
 2. ``swap_pseudo_actions`` gives the pseudo action for every swap ``(m, j)`` of two noise coordinates.
 3. ``distinct_pseudo_actions`` marks the actions that need a function evaluation; the caller evaluates them
-   and ``gather_pseudo_values`` spreads the values back over the swap matrix.
+   and ``gather_pseudo_values`` spreads the values back over the swap matrix. (The ARSM algorithm works with
+   joint codes of MultiDiscrete actions and does the same in index form, ``arsm_rl.strategies.distinct_codes``,
+   which reduces to these two for one dimension; tested.)
 4. ``arsm_gradient`` (or ``ars_gradient``) merges them into the estimate.
 
 ``ar_gradient``, ``reinforce_gradient``, ``rloo_gradient`` and ``all_action_gradient`` are the reference

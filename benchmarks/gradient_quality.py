@@ -190,7 +190,7 @@ def sample_gradients(
     critic: th.nn.Module | None = None,
 ) -> dict[str, Samples]:
     """
-    Independent per-update gradient estimates at frozen parameters ``state`` (the only use of ARSM's internals).
+    Independent per-update gradient estimates at frozen parameters ``state`` (through ARSM's public update API).
 
     ``estimators`` is one rollout estimator (``arsm``, ``rloo``, ``all_action``) or any of ``reinforce``, ``ar``
     and ``a2c``, which then share each real batch. The model uses plain SGD, learning rate 1 and no clipping,
@@ -215,15 +215,14 @@ def sample_gradients(
     model.policy.load_state_dict(state)
     params = list(model.policy.parameters())
     start_flat = th.cat([p.detach().reshape(-1) for p in params]).double()
-    _, callback = model._setup_learn(10**12, None)
     for _ in range(math.ceil(cfg.burn_in / n_steps)):
-        model._collect(model.env, callback)
+        model.collect_update()
     model.ep_info_buffer.clear()
     out = {name: Samples(n_steps=n_steps, n_envs=n_envs, budget=budget) for name in estimators}
     real = n_steps * n_envs
     for draw in range(repeats):
         tick = time.perf_counter()
-        collected = model._collect(model.env, callback)
+        collected = model.collect_update()
         collect_s = time.perf_counter() - tick
         for name in dict.fromkeys("reinforce" if est == "a2c" else est for est in estimators):
             model.estimator = name

@@ -8,6 +8,7 @@ the CSV logger, together with the training episodes' mean return. Writes
 ``benchmarks/results/pseudo_stats_<env>.csv`` and ``.png``.
 
     python benchmarks/pseudo_stats.py --env CartPole-v1 --seeds 0-2 --steps 10000
+    python benchmarks/pseudo_stats.py --quick --out /tmp/stats   # a smoke run
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0-2")
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 512 real steps")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.steps = "0", 512
     check_inputs(parser, ["arsm"], args.env)
     th.set_num_threads(1)
     frame = pd.concat([trace(args.env, seed, args.steps) for seed in parse_seeds(args.seeds)], ignore_index=True)

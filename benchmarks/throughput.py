@@ -6,6 +6,7 @@ per step, and (b) one at a time. Then a few full updates are timed and split int
 pseudo rollouts and the rest of the update. Medians over ``--repeats``; ratios come from the same run.
 
     python benchmarks/throughput.py
+    python benchmarks/throughput.py --quick --out /tmp/throughput.md   # a smoke run
 """
 
 from __future__ import annotations
@@ -14,56 +15,37 @@ import argparse
 import statistics
 import time
 from pathlib import Path
-from typing import Any
-
 import torch as th
 
-from arsm_rl import ARSM
+from arsm_rl import ARSM, UpdateData
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3")
 
 
-def one_update(model: ARSM) -> Any:
-    """Collect one update of real data with the model's current policy."""
-    _, callback = model._setup_learn(model.n_steps * model.n_envs, None)
-    return model._collect(model.env, callback)
-
-
-def rollout_rates(model: ARSM, collected: Any, max_rollouts: int) -> tuple[float, float, int]:
+def rollout_rates(model: ARSM, collected: UpdateData, max_rollouts: int) -> tuple[float, float, int]:
     """Simulator steps/s of the update's pseudo rollouts, batched and one at a time."""
-    requests = model._plan(collected).requests[:max_rollouts]
+    requests = model.plan_update(collected).requests[:max_rollouts]
     start = time.perf_counter()
-    _, _, steps = model._rollout_values(collected, requests, [], [])
+    steps = model.run_rollouts(collected, requests).env_steps
     batched = steps / (time.perf_counter() - start)
     start = time.perf_counter()
-    single_steps = sum(model._rollout_values(collected, [request], [], [])[2] for request in requests)
+    single_steps = sum(model.run_rollouts(collected, [request]).env_steps for request in requests)
     single = single_steps / (time.perf_counter() - start)
     return batched, single, len(requests)
 
 
 def time_split(model: ARSM, updates: int) -> dict[str, float]:
     """Seconds spent in real collection, pseudo rollouts and the rest of the update, over ``updates`` updates."""
-    assert model._engine is not None
-    engine_run = model._engine.run
     spent = {"collect": 0.0, "rollouts": 0.0, "update": 0.0}
-
-    def timed_run(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        out = engine_run(*args, **kwargs)
-        spent["rollouts"] += time.perf_counter() - start
-        return out
-
-    model._engine.run = timed_run  # type: ignore[method-assign]
-    _, callback = model._setup_learn(updates * model.n_steps, None, reset_num_timesteps=False)
     for _ in range(updates):
         start = time.perf_counter()
-        collected = model._collect(model.env, callback)
+        collected = model.collect_update()
         spent["collect"] += time.perf_counter() - start
-        start = time.perf_counter()
         model.train(collected)
-        spent["update"] += time.perf_counter() - start
-    spent["update"] -= spent["rollouts"]
-    model._engine.run = engine_run  # type: ignore[method-assign]
+        assert model.last_update is not None
+        seconds = model.last_update.seconds
+        spent["rollouts"] += seconds["rollouts"]
+        spent["update"] += seconds["plan"] + seconds["gradient"]
     return spent
 
 
@@ -74,7 +56,10 @@ def main() -> None:
     parser.add_argument("--max-rollouts", type=int, default=64, help="rollouts per throughput measurement")
     parser.add_argument("--updates", type=int, default=3, help="updates per time-split measurement")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "throughput.md")
+    parser.add_argument("--quick", action="store_true", help="smoke run: CartPole, one repeat, 8 rollouts, 1 update")
     args = parser.parse_args()
+    if args.quick:
+        args.envs, args.repeats, args.max_rollouts, args.updates = "CartPole-v1", 1, 8, 1
     th.set_num_threads(1)
     lines = [
         "| env | rollouts | batched steps/s | one-at-a-time steps/s | speed-up "
@@ -85,7 +70,7 @@ def main() -> None:
         batched, single, splits, n = [], [], [], 0
         for repeat in range(args.repeats):
             model = ARSM("MlpPolicy", env_id, seed=repeat)
-            collected = one_update(model)
+            collected = model.collect_update()
             rate_batched, rate_single, n = rollout_rates(model, collected, args.max_rollouts)
             batched.append(rate_batched)
             single.append(rate_single)

@@ -77,7 +77,7 @@ def test_replayed_restore_steps_are_counted(monkeypatch: pytest.MonkeyPatch) -> 
     run = RolloutEngine.run
 
     def spy(self, branches, *args, **kwargs):
-        prefixes.extend(snapshot.restore_steps for snapshot, _ in branches)
+        prefixes.extend(branch.snapshot.restore_steps for branch in branches)
         return run(self, branches, *args, **kwargs)
 
     monkeypatch.setattr(RolloutEngine, "run", spy)

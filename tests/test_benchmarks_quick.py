@@ -108,8 +108,8 @@ def test_readme_tables_match_results() -> None:
 def test_pseudo_stats_counts_replayed_restores(tmp_path: Path) -> None:
     """pseudo_stats.py reads each update's statistics back; on LunarLander a part of the pseudo steps is replay."""
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pseudo_stats.py"), "--env", "LunarLander-v3", "--seeds", "0",
-         "--steps", "512", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "benchmarks" / "pseudo_stats.py"), "--env", "LunarLander-v3", "--quick",
+         "--out", str(tmp_path)],
         check=True,
         cwd=ROOT,
         timeout=300,
@@ -194,3 +194,54 @@ def test_rl_quick_keeps_the_given_seeds(tmp_path: Path) -> None:
     )  # fmt: skip
     with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
         assert [(r["algo"], r["seed"]) for r in csv.DictReader(file)] == [("ppo", "2")]
+
+
+def test_throughput_quick(tmp_path: Path) -> None:
+    """throughput.py times batched and one-at-a-time rollouts and splits an update's time, via the public API."""
+    out = tmp_path / "throughput.md"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    row = out.read_text().splitlines()[2].strip("| ").split(" | ")
+    assert row[0] == "CartPole-v1" and int(row[1]) == 8  # the --quick rollout count
+    batched, single = (float(cell.replace(",", "")) for cell in row[2:4])
+    assert batched > 0 and single > 0 and row[4] == f"{batched / single:.1f}x"
+    shares = [int(cell.rstrip("%")) for cell in row[5:8]]
+    assert all(0 <= share <= 100 for share in shares) and 98 <= sum(shares) <= 102  # the three parts, rounded
+
+
+def test_toy_quick(tmp_path: Path) -> None:
+    """toy.py on the paper's C = 30 toy: the exact gradient has no variance, ARSM's is orders of magnitude below
+    REINFORCE's, itself below AR's (the paper's figure), and RLOO gets ARSM's number of evaluations."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "toy.py"), "--quick", "--out", str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+        capture_output=True,
+    )
+    assert (tmp_path / "toy.png").stat().st_size > 0
+    lines = (tmp_path / "toy.md").read_text().splitlines()
+    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in lines[4:10])}
+    variance = {name: float(cells[1]) for name, cells in rows.items()}
+    evaluations = {name: float(cells[3]) for name, cells in rows.items()}
+    assert variance["true gradient"] == 0.0 and evaluations["true gradient"] == 30
+    assert 0 < 1000 * variance["ARSM"] < variance["REINFORCE"] < variance["AR"]
+    assert evaluations["RLOO"] == evaluations["ARSM"] and evaluations["AR"] == evaluations["REINFORCE"] == 1
+
+
+def test_fingerprints_pin_training() -> None:
+    """Training is bit for bit what it was when results/fingerprints.json was recorded (the CartPole and MultiDiscrete
+    subset: every estimator, a budget, a horizon, two sub-envs with common random numbers, joint actions)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fingerprint.py"), "--quick", "--compare",
+         str(ROOT / "benchmarks" / "results" / "fingerprints.json")],
+        cwd=ROOT,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.stdout.splitlines()[-1] == "0 of 11 changed", result.stdout

@@ -9,7 +9,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from arsm_rl import ARSM
-from arsm_rl.rollouts import RolloutEngine, discounted_returns, enable_cloning, run_lockstep
+from arsm_rl.rollouts import BatchStepper, EnvStepper, RolloutEngine, discounted_returns, enable_cloning, run_lockstep
 from envs import RandomMDP
 
 
@@ -146,17 +146,13 @@ def test_share_noise_rollout_of_the_true_action_is_the_real_return() -> None:
     """Common random numbers: a rollout that starts with the true action and reuses the real noise
     replays the real trajectory, so its value equals the real return exactly (paper check H)."""
     model = ARSM("MlpPolicy", "CartPole-v1", n_steps=300, share_noise=True, seed=2, policy_kwargs=dict(net_arch=[8]))
-    _, callback = model._setup_learn(300, None)
-    collected = model._collect(model.env, callback)
-    assert collected is not None
+    collected = model.collect_update()
     t = 0
     end = t + int(np.argmax(collected.dones[t:, 0]))
     assert collected.dones[end, 0], "pick a seed whose episode ends inside the window"
-    act = model._act_fn(np.array([t]), np.array([0]), collected.noise)
-    batch = model._engine.run([collected.branches[t][0]], collected.actions[t, :, 0], act)
+    rollouts = model.run_rollouts(collected, [(t, int(collected.actions[t, 0, 0]))])
     real = discounted_returns(collected.rewards[:, 0], collected.dones[:, 0], model.gamma)[t]
-    ends = np.arange(batch.rewards.shape[1]) == batch.lengths[0] - 1
-    assert discounted_returns(batch.rewards[0], ends, model.gamma)[0] == real
+    assert rollouts.values[0] == real
 
 
 def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
@@ -164,7 +160,7 @@ def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
     venv = make_vec_env("CartPole-v1", n_envs=4, seed=0, env_kwargs=dict(max_episode_steps=60))
     enable_cloning(venv)
     engine = RolloutEngine(venv)
-    assert engine.vectorised
+    assert engine.stepper is BatchStepper
     venv.reset()
     rng = np.random.default_rng(0)
     branches = []
@@ -174,7 +170,7 @@ def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
     first = rng.integers(2, size=len(branches))
     results = {}
     for vectorised in (False, True):
-        engine.vectorised = vectorised
+        engine.stepper = BatchStepper if vectorised else EnvStepper
         seen = []
         policy = np.random.default_rng(1)
 
@@ -199,7 +195,7 @@ def test_endless_rollouts_are_refused() -> None:
     branch = engine.branch_points([0])
     stand_still = np.zeros(1, dtype=np.int64)  # "up" from the start: the episode never ends
     with pytest.raises(RuntimeError, match="pseudo_horizon"):
-        run_lockstep(engine.pool, [branch[0][0]], stand_still, [branch[0][1]], engine.pipeline,
-                     lambda obs, ids, depth: stand_still[: len(ids)], max_episode_steps=500)
+        run_lockstep(engine.pool, branch, stand_still, engine.pipeline, lambda obs, ids, depth: stand_still[: len(ids)],
+                     max_episode_steps=500)
     batch = engine.run(branch, stand_still, lambda obs, ids, depth: stand_still[: len(ids)], horizons=[50])
     assert batch.lengths[0] == 50

@@ -1,0 +1,47 @@
+"""Batched pseudo-action rollouts on scratch copies of the training environments.
+
+ARSM values each distinct pseudo action at a visited state by trying it on a copy of the
+environment restored to that state and following the current policy from there. This package
+does the environment side of that, and nothing touches the training ``VecEnv``'s episode
+statistics, auto-reset, RNG or ``VecNormalize`` statistics:
+
+- :mod:`~arsm_rl.rollouts.vec`: :func:`enable_cloning` and :class:`VecCloner`, exact snapshots of the
+  training sub-envs (in process for ``DummyVecEnv``, through ``env_method`` for ``SubprocVecEnv``) and
+  scratch copies built the same way, minus ``Monitor``;
+- :mod:`~arsm_rl.rollouts.obs`: :class:`ObsPipeline` replays the observation transforms of the ``VecEnv``
+  wrappers (``VecTransposeImage``, ``VecFrameStack``, frozen ``VecNormalize``) so pseudo rollouts see
+  observations exactly as the real trajectory does;
+- :mod:`~arsm_rl.rollouts.steppers`: the stepper seam, "restore these snapshots, step these actions,
+  return observations, rewards, ends", with its registered implementations (:data:`STEPPERS`);
+- :mod:`~arsm_rl.rollouts.engine`: :func:`run_lockstep` runs all rollouts of an update in lockstep,
+  one batched policy call per step, and :class:`RolloutEngine` holds one training env's parts;
+- :mod:`~arsm_rl.rollouts.returns`: :func:`discounted_returns` turns reward sequences into action values,
+  with the same floating point operations for real and pseudo trajectories (equal rewards give bit-equal values).
+"""
+
+from arsm_rl.rollouts.engine import ActFn, BranchPoint, RolloutBatch, RolloutEngine, run_lockstep
+from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows, stack_obs
+from arsm_rl.rollouts.returns import discounted_returns
+from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
+from arsm_rl.rollouts.vec import VecCloner, enable_cloning
+
+__all__ = [
+    "STEPPERS",
+    "ActFn",
+    "BatchStepper",
+    "BranchPoint",
+    "EnvStepper",
+    "Obs",
+    "ObsPipeline",
+    "RolloutBatch",
+    "RolloutEngine",
+    "ScratchPool",
+    "Stepper",
+    "VecCloner",
+    "discounted_returns",
+    "enable_cloning",
+    "run_lockstep",
+    "select_rows",
+    "select_stepper",
+    "stack_obs",
+]

@@ -1,0 +1,159 @@
+"""Lockstep pseudo rollouts: all rollouts of an update stepped together, one batched policy call per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+
+from arsm_rl.cloning import Snapshot
+from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows
+from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper, select_stepper
+from arsm_rl.rollouts.vec import VecCloner
+
+__all__ = ["ActFn", "BranchPoint", "RolloutBatch", "RolloutEngine", "run_lockstep"]
+
+#: ``act(obs_batch, rollout_ids, depth) -> actions``: the policy used inside pseudo rollouts.
+#: ``obs_batch`` holds the live rollouts' observations, ``rollout_ids`` their indices in the
+#: request list and ``depth`` the number of steps they have already taken.
+ActFn = Callable[[Obs, np.ndarray, int], np.ndarray]
+
+_ENDLESS = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class BranchPoint:
+    """
+    Where rollouts may start: a sub-env's state before a real step.
+
+    :param snapshot: the sub-env's exact state
+    :param obs_state: the observation pipeline's state (frame stacks) at that point, from :meth:`ObsPipeline.capture`
+    """
+
+    snapshot: Snapshot
+    obs_state: list[Any]
+
+
+@dataclass
+class RolloutBatch:
+    """
+    Rewards of a batch of rollouts, padded to a rectangle.
+
+    :param rewards: (R, D) float64 rewards, zero after a rollout ended
+    :param lengths: (R,) number of steps each rollout took (the first, pseudo, action included)
+    :param restore_steps: env steps spent restoring snapshots (replay-based families)
+    """
+
+    rewards: np.ndarray
+    lengths: np.ndarray
+    restore_steps: int
+
+    @property
+    def env_steps(self) -> int:
+        """Simulator steps this batch cost: rollout steps plus restore replays."""
+        return int(self.lengths.sum()) + self.restore_steps
+
+
+def run_lockstep(
+    pool: ScratchPool,
+    branches: Sequence[BranchPoint],
+    first_actions: np.ndarray,
+    pipeline: ObsPipeline,
+    act: ActFn,
+    horizons: Sequence[int | None] | None = None,
+    stepper: type[Stepper] = EnvStepper,
+    max_episode_steps: int = 100_000,
+) -> RolloutBatch:
+    """
+    Run one rollout per branch point, all in lockstep, until each episode ends or reaches its horizon.
+
+    Rollout ``r`` restores ``branches[r]`` into a scratch env, takes ``first_actions[r]``, then
+    follows ``act``. Each lockstep iteration steps every live rollout once and calls ``act`` once
+    on the batch of live rollouts.
+
+    :param pool: scratch envs
+    :param branches: (R,) states to branch from
+    :param first_actions: (R, *action_shape) the action tried first in each rollout
+    :param pipeline: observation transforms of the training ``VecEnv``
+    :param act: policy for the steps after the first
+    :param horizons: (R,) maximum steps of each rollout (``None``: the whole episode); ``None`` for no limits
+    :param stepper: how the rollouts are stepped (a :class:`~arsm_rl.rollouts.steppers.Stepper` that supports the env)
+    :param max_episode_steps: a rollout without horizon that runs this long is taken for an env with no time
+        limit, and refused (rather than looping for ever)
+    :return: the rollouts' rewards
+    :raises RuntimeError: when a rollout without horizon exceeds ``max_episode_steps``
+    """
+    n = len(branches)
+    if n == 0:
+        return RolloutBatch(np.zeros((0, 0)), np.zeros(0, dtype=np.int64), 0)
+    limits = np.array([_ENDLESS if h is None else h for h in (horizons or [None] * n)], dtype=np.int64)
+    snapshots = [branch.snapshot for branch in branches]
+    steppers = stepper(pool, snapshots)
+    stacks = pipeline.start([branch.obs_state for branch in branches])
+    live = np.ones(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
+    rewards: list[np.ndarray] = []
+    actions = first_actions
+    depth = 0  # steps taken by every live rollout
+    while True:  # one lockstep iteration: every live rollout takes one step
+        raw, step_rewards, ended = steppers.step(actions, live)
+        rewards.append(step_rewards)
+        lengths += live
+        live &= ~ended & (lengths < limits)
+        depth += 1
+        if not live.any():
+            break
+        if depth >= max_episode_steps and (live & (limits == _ENDLESS)).any():
+            raise RuntimeError(
+                f"a pseudo rollout ran {depth} steps without its episode ending: the env seems to have no time limit; "
+                "set ARSM(pseudo_horizon=...) or wrap the env in gymnasium.wrappers.TimeLimit"
+            )
+        batch_obs = pipeline.transform(raw, stacks)
+        ids = np.flatnonzero(live)
+        actions = np.array(actions, copy=True)
+        actions[ids] = act(select_rows(batch_obs, ids), ids, depth)
+    restore_steps = sum(snapshot.restore_steps for snapshot in snapshots)
+    return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps)
+
+
+class RolloutEngine:
+    """
+    Everything pseudo rollouts need from one training ``VecEnv``: snapshots, scratch envs, observation transforms
+    and the stepper. Build one per training env (it keeps its scratch pool across updates).
+
+    :param venv: the training environment, prepared by :func:`~arsm_rl.rollouts.enable_cloning`
+    :ivar stepper: the :class:`~arsm_rl.rollouts.steppers.Stepper` chosen for the env by
+        :func:`~arsm_rl.rollouts.steppers.select_stepper` (may be replaced by another that supports it)
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        self.venv = venv
+        self.cloner = VecCloner(venv)
+        self.pipeline = ObsPipeline(venv)
+        self.pool = ScratchPool(self.cloner.scratch_copy)
+        self.stepper = select_stepper(self.pool.take(1)[0])
+
+    def branch_points(self, indices: Sequence[int]) -> list[BranchPoint]:
+        """
+        :param indices: sub-env indices
+        :return: for each, its snapshot and observation-pipeline state now (before the next real step)
+        """
+        snapshots = self.cloner.clone(indices)
+        return [BranchPoint(snapshot, self.pipeline.capture(i)) for snapshot, i in zip(snapshots, indices, strict=True)]
+
+    def run(
+        self,
+        branches: Sequence[BranchPoint],
+        first_actions: np.ndarray,
+        act: ActFn,
+        horizons: Sequence[int | None] | None = None,
+        max_episode_steps: int = 100_000,
+    ) -> RolloutBatch:
+        """Run one rollout per branch point in lockstep with :attr:`stepper`; see :func:`run_lockstep`."""
+        return run_lockstep(self.pool, branches, first_actions, self.pipeline, act, horizons, self.stepper, max_episode_steps)
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,111 @@
+"""Observations of pseudo rollouts: batching, row selection and the ``VecEnv`` wrappers' transforms."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack, VecMonitor, VecNormalize, VecTransposeImage
+from stable_baselines3.common.vec_env.stacked_observations import StackedObservations
+
+__all__ = ["Obs", "ObsPipeline", "select_rows", "stack_obs"]
+
+Obs = np.ndarray | dict[str, np.ndarray]
+
+_PASS_THROUGH_WRAPPERS = (VecMonitor,)
+
+
+def stack_obs(observations: Sequence[Any]) -> Obs:
+    """One batch from a sequence of observations (arrays, or dicts of arrays), stacked along a new first axis."""
+    if isinstance(observations[0], dict):
+        return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
+    return np.stack(observations)
+
+
+def select_rows(obs: Obs, rows: Any) -> Obs:
+    """The rows ``rows`` (an index array or list) of a batch of observations."""
+    if isinstance(obs, dict):
+        return {key: value[rows] for key, value in obs.items()}
+    return obs[rows]
+
+
+class ObsPipeline:
+    """
+    The observation transforms of a ``VecEnv``'s wrapper layers, frozen, for pseudo rollouts.
+
+    Supported layers: ``VecTransposeImage``, ``VecFrameStack`` (each rollout keeps its own stack,
+    started from the real stack at the branch point), ``VecNormalize`` (observations normalised
+    with the current statistics, which are not updated) and ``VecMonitor`` (statistics only,
+    skipped). Any other ``VecEnvWrapper`` is refused, since its effect on pseudo observations is unknown.
+
+    :param venv: the training environment
+    :raises TypeError: for an unsupported ``VecEnvWrapper``
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        layers: list[VecEnvWrapper] = []
+        while isinstance(venv, VecEnvWrapper):
+            if not isinstance(venv, (VecTransposeImage, VecFrameStack, VecNormalize, *_PASS_THROUGH_WRAPPERS)):
+                raise TypeError(
+                    f"ARSM pseudo rollouts cannot mirror the VecEnv wrapper {type(venv).__name__}; supported wrappers: "
+                    "VecNormalize, VecFrameStack, VecTransposeImage, VecMonitor."
+                )
+            layers.append(venv)
+            venv = venv.venv
+        self.layers = layers[::-1]  # innermost first, the order observations go through them
+
+    def capture(self, index: int) -> list[Any]:
+        """
+        :param index: sub-env index
+        :return: the per-layer state of sub-env ``index`` now (its frame stacks), for a rollout branching here
+        """
+        return [_stack_slice(layer.stacked_obs, index) for layer in self.layers if isinstance(layer, VecFrameStack)]
+
+    def start(self, states: Sequence[list[Any]]) -> list[StackedObservations]:
+        """
+        :param states: one :meth:`capture` result per rollout
+        :return: batched frame stacks, one per ``VecFrameStack`` layer
+        """
+        stacks = []
+        frame_stack_layers = [layer for layer in self.layers if isinstance(layer, VecFrameStack)]
+        for k, layer in enumerate(frame_stack_layers):
+            stacks.append(_stack_batch(layer.stacked_obs, [state[k] for state in states]))
+        return stacks
+
+    def transform(self, raw_obs: Obs, stacks: list[StackedObservations]) -> Obs:
+        """
+        :param raw_obs: batched observations as the scratch envs return them (one row per rollout in ``stacks``)
+        :param stacks: frame stacks from :meth:`start`, updated in place
+        :return: the observations as the policy sees them in the real trajectory
+        """
+        obs = raw_obs
+        stack_iter = iter(stacks)
+        n = len(next(iter(raw_obs.values())) if isinstance(raw_obs, dict) else raw_obs)
+        for layer in self.layers:
+            if isinstance(layer, VecTransposeImage):
+                obs = layer.transpose_observations(obs)
+            elif isinstance(layer, VecFrameStack):
+                obs, _ = next(stack_iter).update(obs, np.zeros(n, dtype=bool), [{} for _ in range(n)])
+                obs = copy.deepcopy(obs)
+            elif isinstance(layer, VecNormalize):
+                obs = layer.normalize_obs(obs)
+        return obs
+
+
+def _stack_slice(stacked: StackedObservations, index: int) -> Any:
+    if hasattr(stacked, "sub_stacked_observations"):
+        return {key: sub.stacked_obs[index].copy() for key, sub in stacked.sub_stacked_observations.items()}
+    return stacked.stacked_obs[index].copy()
+
+
+def _stack_batch(template: StackedObservations, slices: list[Any]) -> StackedObservations:
+    batch = copy.copy(template)
+    if hasattr(template, "sub_stacked_observations"):
+        batch.sub_stacked_observations = {
+            key: _stack_batch(sub, [s[key] for s in slices]) for key, sub in template.sub_stacked_observations.items()
+        }
+    else:
+        batch.stacked_obs = np.stack(slices)
+    return batch

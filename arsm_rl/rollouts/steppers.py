@@ -1,0 +1,158 @@
+"""The stepper seam: restore a batch of snapshots, step them with given actions, return observations, rewards, ends.
+
+A pseudo-rollout batch is stepped by one :class:`Stepper`. :data:`STEPPERS` lists the implementations in order of
+preference and :func:`select_stepper` takes the first that supports the training env:
+
+- :class:`BatchStepper`: the env family's batched numpy dynamics (``Family.dynamics`` in :mod:`arsm_rl.cloning`,
+  e.g. CartPole), bit-identical to stepping the envs one by one, for envs whose wrappers it can emulate;
+- :class:`EnvStepper`: one scratch env per rollout, stepped one by one (any cloneable env).
+
+A new backend (worker processes, forked snapshots, ...) is one more :class:`Stepper` in :data:`STEPPERS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from arsm_rl.cloning import Snapshot, family, is_transparent, restore_state, time_limit
+from arsm_rl.rollouts.obs import Obs, stack_obs
+
+__all__ = ["STEPPERS", "BatchStepper", "EnvStepper", "ScratchPool", "Stepper", "select_stepper"]
+
+
+class ScratchPool:
+    """
+    A growing pool of scratch envs, reused across updates.
+
+    :param make: factory for one more scratch env
+    """
+
+    def __init__(self, make: Callable[[], gym.Env]) -> None:
+        self._make = make
+        self._envs: list[gym.Env] = []
+
+    def take(self, n: int) -> list[gym.Env]:
+        """:return: ``n`` scratch envs (restore a snapshot into each before stepping it)"""
+        while len(self._envs) < n:
+            self._envs.append(self._make())
+        return self._envs[:n]
+
+    def close(self) -> None:
+        for env in self._envs:
+            env.close()
+        self._envs = []
+
+
+class Stepper(ABC):
+    """
+    A batch of rollouts restored from snapshots, stepped together.
+
+    :param pool: scratch envs to restore the snapshots into
+    :param snapshots: (R,) the states the rollouts start from
+    """
+
+    @classmethod
+    @abstractmethod
+    def supports(cls, env: gym.Env) -> bool:
+        """Whether this stepper can run rollouts of ``env`` (a scratch copy of a training sub-env)."""
+
+    @abstractmethod
+    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot]) -> None: ...
+
+    @abstractmethod
+    def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
+        """
+        Step the live rollouts once.
+
+        :param actions: (R, *action_shape) one action per rollout (rows that are not live are ignored)
+        :param live: (R,) bool, the rollouts to step
+        :return: the latest observations of all R rollouts (rows that are not live keep their last one), and the
+            rewards (R,) and episode ends (R,) of this step, zero and ``False`` where not live
+        """
+
+
+class EnvStepper(Stepper):
+    """Rollouts on a list of scratch envs: restore each, step the live ones one by one."""
+
+    @classmethod
+    def supports(cls, env: gym.Env) -> bool:
+        return True
+
+    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot]) -> None:
+        self.envs = pool.take(len(snapshots))
+        for env, snapshot in zip(self.envs, snapshots, strict=True):
+            restore_state(env, snapshot)
+        self.raw: list[Any] = [None] * len(snapshots)
+
+    def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
+        rewards, ended = np.zeros(len(live)), np.zeros(len(live), dtype=bool)
+        for r in np.flatnonzero(live):
+            self.raw[r], rewards[r], terminated, truncated, _ = self.envs[r].step(_env_action(actions[r]))
+            ended[r] = terminated or truncated
+        return stack_obs(self.raw), rewards, ended
+
+
+class BatchStepper(Stepper):
+    """
+    Rollouts as one numpy batch of the env family's dynamics (``Family.dynamics``), with gymnasium's ``TimeLimit``
+    emulated. Supported: an env of a family with dynamics under wrappers that change nothing
+    (:func:`~arsm_rl.cloning.is_transparent`) and at most one ``TimeLimit``.
+    """
+
+    @classmethod
+    def supports(cls, env: gym.Env) -> bool:
+        if family(env).dynamics is None:
+            return False
+        limits = 0
+        layer: Any = env
+        while isinstance(layer, gym.Wrapper):
+            if isinstance(layer, gym.wrappers.TimeLimit):
+                limits += 1
+            elif not is_transparent(layer):
+                return False
+            layer = layer.env
+        return limits <= 1
+
+    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot]) -> None:
+        scratch = pool.take(1)[0]
+        kind = family(scratch)
+        assert kind.state is not None and kind.dynamics is not None
+        cores, elapsed = [], []
+        for snapshot in snapshots:
+            restore_state(scratch, snapshot)
+            cores.append(kind.state.get(scratch.unwrapped))
+            clock = time_limit(scratch)
+            elapsed.append(0 if clock is None else clock[0])
+        clock = time_limit(scratch)
+        self.max_steps = np.iinfo(np.int64).max if clock is None else clock[1]
+        self.elapsed = np.array(elapsed, dtype=np.int64)
+        self.dynamics = kind.dynamics(scratch.unwrapped, cores)
+        self.obs = self.dynamics.observations()
+
+    def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(live)
+        obs, step_rewards, terminated = self.dynamics.step(rows, actions[rows])
+        self.obs[rows] = obs
+        rewards, ended = np.zeros(len(live)), np.zeros(len(live), dtype=bool)
+        rewards[rows] = step_rewards
+        self.elapsed[rows] += 1
+        ended[rows] = terminated | (self.elapsed[rows] >= self.max_steps)
+        return self.obs, rewards, ended
+
+
+#: Steppers in order of preference; :func:`select_stepper` takes the first that supports the env.
+STEPPERS: list[type[Stepper]] = [BatchStepper, EnvStepper]
+
+
+def select_stepper(env: gym.Env) -> type[Stepper]:
+    """:return: the first stepper of :data:`STEPPERS` that supports ``env`` (a scratch copy of a training sub-env)"""
+    return next(stepper for stepper in STEPPERS if stepper.supports(env))
+
+
+def _env_action(action: np.ndarray) -> Any:
+    return action.item() if action.ndim == 0 else action

@@ -1,0 +1,343 @@
+"""Gradient estimators as strategies: what each needs rolled out at a step, and how it turns values into a gradient.
+
+ARSM's update is estimator-agnostic: real steps are collected, every used step's true action is valued by its
+return, the estimator chooses the other actions it needs valued at that step (each distinct one is rolled out
+once on a snapshot of the step's state), and the estimator merges the values into a per-step estimate of
+``d E[Q(s, a)] / d logits``. This module holds the estimator side, one class per estimator, registered in
+:data:`ESTIMATORS`; the math itself is the pure functions of :mod:`arsm_rl.estimators`.
+
+Adding an estimator is one subclass of :class:`Estimator` decorated with :func:`register_estimator`: it is then
+accepted by ``ARSM(estimator=...)``, listed by ``train.py`` and documented by its ``summary``.
+
+Actions are (Multi)Discrete. A joint action is coded as one integer (mixed radix over ``nvec``, see
+:class:`JointActions`); every dimension races over ``C = max(nvec)`` coordinates, smaller dimensions padded with
+impossible categories (logit ``-inf``). An estimate for a joint action gives every dimension the joint value.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch as th
+
+from arsm_rl.estimators import (
+    all_action_gradient,
+    ar_gradient,
+    ars_gradient,
+    arsm_gradient,
+    race_actions,
+    reinforce_gradient,
+    rloo_gradient,
+    swap_pseudo_actions,
+)
+
+__all__ = [
+    "ESTIMATORS",
+    "AREstimator",
+    "ARSEstimator",
+    "ARSMEstimator",
+    "AllActionEstimator",
+    "Estimator",
+    "JointActions",
+    "RLOOEstimator",
+    "ReinforceEstimator",
+    "Selection",
+    "StepBatch",
+    "distinct_codes",
+    "register_estimator",
+]
+
+_TINY = np.finfo(np.float32).tiny  # floor of the noise, so ln(noise) stays finite
+
+
+class JointActions:
+    """
+    Joint (Multi)Discrete actions: integer codes, flat-Dirichlet noise and the exponential race per dimension.
+
+    :param nvec: number of actions of each dimension, shape ``(K,)`` (``[n]`` for ``Discrete(n)``)
+    :param discrete: the action space is ``Discrete`` (env actions are scalars), not ``MultiDiscrete``
+    """
+
+    def __init__(self, nvec: np.ndarray, discrete: bool) -> None:
+        self.nvec = nvec
+        self.discrete = discrete
+        self.n_categories = int(nvec.max())
+        self.n_joint = int(np.prod(nvec))
+        #: valid[k, c]: category c exists in dimension k
+        self.valid = th.as_tensor(np.arange(self.n_categories)[None, :] < nvec[:, None])
+        self.strides = np.concatenate([[1], np.cumprod(nvec[:-1])]).astype(np.int64)
+
+    def noise(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """Flat-Dirichlet draws, ``(batch, K, C)`` float32: normalised Exp(1) variables."""
+        expo = rng.standard_exponential((batch, len(self.nvec), self.n_categories))
+        noise = (expo / expo.sum(-1, keepdims=True)).astype(np.float32)
+        return np.maximum(noise, _TINY)
+
+    def padded(self, logits: th.Tensor) -> th.Tensor:
+        """``(B, sum(nvec))`` logits -> ``(B, K, C)``, impossible padding categories at ``-inf``."""
+        out = th.full((len(logits), *self.valid.shape), -th.inf, dtype=logits.dtype, device=logits.device)
+        out[:, self.valid] = logits
+        return out
+
+    def race(self, logits: th.Tensor, noise: np.ndarray) -> np.ndarray:
+        """Race winners per dimension, ``(B, K)`` int64, from ``(B, sum(nvec))`` logits and ``(B, K, C)`` noise."""
+        padded = self.padded(logits).cpu()
+        k, c = self.valid.shape
+        return race_actions(padded.reshape(-1, c), th.as_tensor(noise).reshape(-1, c)).reshape(-1, k).numpy()
+
+    def encode(self, actions: np.ndarray) -> np.ndarray:
+        """Joint actions ``(..., K)`` -> integer codes ``(...)`` (mixed radix)."""
+        return (actions * self.strides).sum(-1)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Integer codes ``(...)`` -> joint actions ``(..., K)``."""
+        return (codes[..., None] // self.strides) % self.nvec
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """``(..., K)`` race winners as the env takes them (scalars for ``Discrete``)."""
+        return actions[..., 0] if self.discrete else actions
+
+    def swap_codes(self, logits: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Joint pseudo actions of every swap ``(m, j)``, as codes ``(B, C, C)``; the diagonal is the true action."""
+        k, c = self.valid.shape
+        padded = self.padded(th.as_tensor(logits)).reshape(-1, c)
+        swaps = swap_pseudo_actions(padded, th.as_tensor(noise).reshape(-1, c)).reshape(-1, k, c, c).numpy()
+        return np.einsum("bkmj,k->bmj", swaps, self.strides)
+
+
+def distinct_codes(codes: np.ndarray, n_joint: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Distinct joint action codes of each row: the joint-action form of
+    :func:`~arsm_rl.estimators.distinct_pseudo_actions` and :func:`~arsm_rl.estimators.gather_pseudo_values`,
+    in index form so that its size does not grow with the number of joint actions.
+
+    :param codes: ``(B, ...)`` codes in ``[0, n_joint)``
+    :param n_joint: number of joint actions
+    :return: ``(rows, codes)`` of the distinct (row, code) pairs, sorted by row then code, and the inverse index
+        mapping each entry of ``codes`` (flattened row-major) to its pair
+    """
+    flat = codes.reshape(len(codes), int(np.prod(codes.shape[1:])))  # explicit width: B may be 0
+    keys, inverse = np.unique(np.arange(len(codes))[:, None] * n_joint + flat, return_inverse=True)
+    rows, distinct = np.divmod(keys, n_joint)
+    return rows, distinct, inverse
+
+
+@dataclass
+class Selection:
+    """
+    The actions an estimator values at each step of an update.
+
+    :param codes: ``(B, ...)`` joint action codes per step; the true action's value is the real return, every other
+        distinct code is rolled out once
+    :param extra: per-step arrays ``(B, ...)`` the estimator needs again for its gradient (e.g. ARS's references)
+    """
+
+    codes: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def rows(self, index: np.ndarray) -> Selection:
+        """The selection of the steps ``index`` only."""
+        return Selection(self.codes[index], {key: value[index] for key, value in self.extra.items()})
+
+
+@dataclass
+class StepBatch:
+    """
+    The used steps of an update, as an estimator's :meth:`Estimator.gradient` reads them (``U`` steps).
+
+    :param actions: the action coding
+    :param logits: ``(U * K, C)`` float64 padded logits the actions were drawn with, one row per step and dimension
+    :param noise: ``(U * K, C)`` float64 Dirichlet noise that drew them
+    :param true_codes: ``(U,)`` codes of the actions taken
+    :param q_true: ``(U,)`` values of the actions taken
+    :param selection: what :meth:`Estimator.select` chose at these steps, ``None`` for rollout-free estimators
+    :param values: values of ``selection.codes``, same shape, ``None`` for rollout-free estimators
+    """
+
+    actions: JointActions
+    logits: th.Tensor
+    noise: th.Tensor
+    true_codes: np.ndarray
+    q_true: np.ndarray
+    selection: Selection | None
+    values: np.ndarray | None
+
+    def per_dimension(self, x: np.ndarray) -> th.Tensor:
+        """Per-step ``(U, ...)`` values repeated for each action dimension: ``(U * K, ...)``."""
+        return th.as_tensor(x).repeat_interleave(len(self.actions.nvec), dim=0)
+
+    def selected(self) -> tuple[Selection, np.ndarray]:
+        """The selection and its values (for estimators that select)."""
+        if self.selection is None or self.values is None:
+            raise RuntimeError("internal error: an estimator that selects actions got no selection")
+        return self.selection, self.values
+
+
+class Estimator(ABC):
+    """
+    One gradient estimator of ``d E_{a ~ pi(.|s)}[Q(s, a)] / d logits`` at the visited steps.
+
+    Subclasses set :attr:`name` and :attr:`summary`, implement :meth:`gradient` and, unless they use the real
+    returns only, :meth:`select`. They hold no state: randomness comes from the generator passed in.
+    """
+
+    #: the ``ARSM(estimator=...)`` value
+    name: ClassVar[str]
+    #: one line for the documentation
+    summary: ClassVar[str]
+    #: values other actions on snapshots of the visited states (``False``: the real returns only)
+    rolls_out: ClassVar[bool] = True
+    #: offered as an ``--algo`` of its own by ``train.py`` (the self-critic peers of ARSM)
+    algo: ClassVar[bool] = False
+
+    def check(self, actions: JointActions) -> None:
+        """
+        :param actions: the action coding of the training env
+        :raises ValueError: if the estimator cannot handle this action space
+        """
+        return None
+
+    def select(
+        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
+    ) -> Selection | None:
+        """
+        The actions to value at each step, drawn from the real noise (and ``rng`` for fresh draws).
+
+        :param actions: the action coding
+        :param logits: ``(B, sum(nvec))`` float32 logits the actions were drawn with
+        :param noise: ``(B, K, C)`` float32 Dirichlet noise that drew them
+        :param true_codes: ``(B,)`` codes of the actions taken
+        :param rng: the pseudo-rollout random stream
+        :return: the selection, or ``None`` when only the true actions' values are needed
+        """
+        return None
+
+    @abstractmethod
+    def gradient(self, batch: StepBatch) -> th.Tensor:
+        """
+        :param batch: the used steps with their values
+        :return: ``(U * K, C)`` per-step, per-dimension estimates (padding categories are dropped by the caller)
+        """
+
+
+#: Registered estimators, by name, in registration order.
+ESTIMATORS: dict[str, type[Estimator]] = {}
+
+
+def register_estimator(cls: type[Estimator]) -> type[Estimator]:
+    """Class decorator: add an :class:`Estimator` to :data:`ESTIMATORS` under its ``name``."""
+    ESTIMATORS[cls.name] = cls
+    return cls
+
+
+@register_estimator
+class ARSMEstimator(Estimator):
+    """The paper's ARSM estimator: every swap pseudo action, merged over all references (sec. 4)."""
+
+    name = "arsm"
+    summary = "the distinct swap pseudo actions of every reference, merged (the paper's estimator; default)"
+
+    def select(
+        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
+    ) -> Selection:
+        return Selection(actions.swap_codes(logits, noise))
+
+    def gradient(self, batch: StepBatch) -> th.Tensor:
+        _, values = batch.selected()
+        return arsm_gradient(batch.noise, batch.per_dimension(values))
+
+
+@register_estimator
+class ARSEstimator(Estimator):
+    """ARS: the swap pseudo actions of one reference category drawn uniformly per step."""
+
+    name = "ars"
+    summary = "the swap pseudo actions of one random reference category per step"
+
+    def select(
+        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
+    ) -> Selection:
+        refs = rng.integers(actions.n_categories, size=len(true_codes))
+        column = actions.swap_codes(logits, noise)[np.arange(len(true_codes)), :, refs]  # (B, C): swaps (m, ref)
+        return Selection(column, {"refs": refs})
+
+    def gradient(self, batch: StepBatch) -> th.Tensor:
+        selection, values = batch.selected()
+        f = batch.per_dimension(np.repeat(values[:, :, None], values.shape[1], axis=2))  # f[m, j] = f(z^{m<->ref})
+        return ars_gradient(batch.noise, f, batch.per_dimension(selection.extra["refs"]))
+
+
+@register_estimator
+class AREstimator(Estimator):
+    """AR: REINFORCE on the race, Rao-Blackwellised over the noise; the real return only."""
+
+    name = "ar"
+    summary = "the real return only, REINFORCE on the race (no rollouts)"
+    rolls_out = False
+
+    def gradient(self, batch: StepBatch) -> th.Tensor:
+        return ar_gradient(batch.noise, batch.per_dimension(batch.q_true))
+
+
+@register_estimator
+class ReinforceEstimator(Estimator):
+    """REINFORCE without a baseline; the real return only."""
+
+    name = "reinforce"
+    summary = "the real return only, REINFORCE without a baseline (no rollouts)"
+    rolls_out = False
+
+    def gradient(self, batch: StepBatch) -> th.Tensor:
+        taken = th.as_tensor(batch.actions.decode(batch.true_codes)).reshape(-1)
+        return reinforce_gradient(batch.logits, taken, batch.per_dimension(batch.q_true))
+
+
+@register_estimator
+class RLOOEstimator(Estimator):
+    """
+    REINFORCE with a leave-one-out baseline over ``S = max(nvec)`` i.i.d. actions per step: the real one and
+    ``S - 1`` fresh draws. Like ARSM, each distinct action is valued once (the estimate is linear in the values, so
+    sharing a value between equal actions keeps it unbiased).
+    """
+
+    name = "rloo"
+    summary = "leave-one-out REINFORCE over max(nvec) i.i.d. actions per step, the real one first"
+    algo = True
+
+    def select(
+        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
+    ) -> Selection:
+        n_rows, extra = len(true_codes), actions.n_categories - 1
+        draws = actions.race(th.as_tensor(np.repeat(logits, extra, axis=0)), actions.noise(rng, n_rows * extra))
+        return Selection(np.concatenate([true_codes[:, None], actions.encode(draws).reshape(n_rows, extra)], axis=1))
+
+    def gradient(self, batch: StepBatch) -> th.Tensor:
+        selection, values = batch.selected()
+        samples = selection.codes  # (U, S) codes, the true action first
+        taken = th.as_tensor(batch.actions.decode(samples)).permute(0, 2, 1).reshape(-1, samples.shape[1])
+        return rloo_gradient(batch.logits, taken, batch.per_dimension(values))
+
+
+@register_estimator
+class AllActionEstimator(Estimator):
+    """Every action valued at every step: the exact expectation over actions (``Discrete`` only)."""
+
+    name = "all_action"
+    summary = "every action rolled out at every step, the exact expectation over actions (Discrete only)"
+    algo = True
+
+    def check(self, actions: JointActions) -> None:
+        if not actions.discrete:
+            raise ValueError("estimator='all_action' needs a Discrete action space (MultiDiscrete has too many joint actions)")
+
+    def select(
+        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
+    ) -> Selection:
+        return Selection(np.broadcast_to(np.arange(actions.n_categories), (len(true_codes), actions.n_categories)))
+
+    def gradient(self, batch: StepBatch) -> th.Tensor:
+        _, values = batch.selected()
+        return all_action_gradient(batch.logits, th.as_tensor(values))
