@@ -19,7 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims
 from arsm_rl.rollouts import ActFn, BranchPoint, RolloutEngine, discounted_returns, enable_cloning, select_rows, stack_obs
-from arsm_rl.strategies import ESTIMATORS, Estimator, JointActions, Selection, StepBatch, distinct_codes
+from arsm_rl.strategies import ESTIMATORS, Draws, Estimator, JointActions, Selection, StepBatch, distinct_codes
 
 __all__ = ["ARSM", "ESTIMATORS", "RolloutValues", "UpdateData", "UpdatePlan", "UpdateReport"]
 
@@ -414,7 +414,7 @@ class ARSM(BaseAlgorithm):
         logits = collected.logits.reshape(n_rows, -1)
         true_codes = self._joint.encode(collected.actions.reshape(n_rows, -1))
         noise = collected.noise.reshape(n_rows, *collected.noise.shape[2:])
-        selection = self.strategy.select(self._joint, logits, noise, true_codes, self._pseudo_rng)
+        selection = self.strategy.select(Draws(self._joint, logits, noise, true_codes), self._pseudo_rng)
         plan = UpdatePlan(true_codes, np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=bool), selection=selection)
         if selection is None:
             plan.used[:] = True

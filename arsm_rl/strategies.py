@@ -40,6 +40,7 @@ __all__ = [
     "ARSEstimator",
     "ARSMEstimator",
     "AllActionEstimator",
+    "Draws",
     "Estimator",
     "JointActions",
     "RLOOEstimator",
@@ -144,6 +145,23 @@ class Selection:
 
 
 @dataclass
+class Draws:
+    """
+    An update's steps as they were drawn, as an estimator's :meth:`Estimator.select` reads them (``B`` steps).
+
+    :param actions: the action coding
+    :param logits: ``(B, sum(nvec))`` float32 logits the actions were drawn with
+    :param noise: ``(B, K, C)`` float32 Dirichlet noise that drew them
+    :param true_codes: ``(B,)`` codes of the actions taken
+    """
+
+    actions: JointActions
+    logits: np.ndarray
+    noise: np.ndarray
+    true_codes: np.ndarray
+
+
+@dataclass
 class StepBatch:
     """
     The used steps of an update, as an estimator's :meth:`Estimator.gradient` reads them (``U`` steps).
@@ -200,16 +218,11 @@ class Estimator(ABC):
         """
         return None
 
-    def select(
-        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
-    ) -> Selection | None:
+    def select(self, draws: Draws, rng: np.random.Generator) -> Selection | None:
         """
-        The actions to value at each step, drawn from the real noise (and ``rng`` for fresh draws).
+        The actions to value at each step, from the real draws (and ``rng`` for fresh ones).
 
-        :param actions: the action coding
-        :param logits: ``(B, sum(nvec))`` float32 logits the actions were drawn with
-        :param noise: ``(B, K, C)`` float32 Dirichlet noise that drew them
-        :param true_codes: ``(B,)`` codes of the actions taken
+        :param draws: the update's steps as they were drawn
         :param rng: the pseudo-rollout random stream
         :return: the selection, or ``None`` when only the true actions' values are needed
         """
@@ -240,10 +253,8 @@ class ARSMEstimator(Estimator):
     name = "arsm"
     summary = "the distinct swap pseudo actions of every reference, merged (the paper's estimator; default)"
 
-    def select(
-        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
-    ) -> Selection:
-        return Selection(actions.swap_codes(logits, noise))
+    def select(self, draws: Draws, rng: np.random.Generator) -> Selection:
+        return Selection(draws.actions.swap_codes(draws.logits, draws.noise))
 
     def gradient(self, batch: StepBatch) -> th.Tensor:
         _, values = batch.selected()
@@ -257,11 +268,10 @@ class ARSEstimator(Estimator):
     name = "ars"
     summary = "the swap pseudo actions of one random reference category per step"
 
-    def select(
-        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
-    ) -> Selection:
-        refs = rng.integers(actions.n_categories, size=len(true_codes))
-        column = actions.swap_codes(logits, noise)[np.arange(len(true_codes)), :, refs]  # (B, C): swaps (m, ref)
+    def select(self, draws: Draws, rng: np.random.Generator) -> Selection:
+        n_rows = len(draws.true_codes)
+        refs = rng.integers(draws.actions.n_categories, size=n_rows)
+        column = draws.actions.swap_codes(draws.logits, draws.noise)[np.arange(n_rows), :, refs]  # (B, C): swaps (m, ref)
         return Selection(column, {"refs": refs})
 
     def gradient(self, batch: StepBatch) -> th.Tensor:
@@ -307,12 +317,11 @@ class RLOOEstimator(Estimator):
     summary = "leave-one-out REINFORCE over max(nvec) i.i.d. actions per step, the real one first"
     algo = True
 
-    def select(
-        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
-    ) -> Selection:
-        n_rows, extra = len(true_codes), actions.n_categories - 1
-        draws = actions.race(th.as_tensor(np.repeat(logits, extra, axis=0)), actions.noise(rng, n_rows * extra))
-        return Selection(np.concatenate([true_codes[:, None], actions.encode(draws).reshape(n_rows, extra)], axis=1))
+    def select(self, draws: Draws, rng: np.random.Generator) -> Selection:
+        actions, n_rows = draws.actions, len(draws.true_codes)
+        extra = actions.n_categories - 1
+        fresh = actions.race(th.as_tensor(np.repeat(draws.logits, extra, axis=0)), actions.noise(rng, n_rows * extra))
+        return Selection(np.concatenate([draws.true_codes[:, None], actions.encode(fresh).reshape(n_rows, extra)], axis=1))
 
     def gradient(self, batch: StepBatch) -> th.Tensor:
         selection, values = batch.selected()
@@ -333,10 +342,9 @@ class AllActionEstimator(Estimator):
         if not actions.discrete:
             raise ValueError("estimator='all_action' needs a Discrete action space (MultiDiscrete has too many joint actions)")
 
-    def select(
-        self, actions: JointActions, logits: np.ndarray, noise: np.ndarray, true_codes: np.ndarray, rng: np.random.Generator
-    ) -> Selection:
-        return Selection(np.broadcast_to(np.arange(actions.n_categories), (len(true_codes), actions.n_categories)))
+    def select(self, draws: Draws, rng: np.random.Generator) -> Selection:
+        n_cat = draws.actions.n_categories
+        return Selection(np.broadcast_to(np.arange(n_cat), (len(draws.true_codes), n_cat)))
 
     def gradient(self, batch: StepBatch) -> th.Tensor:
         _, values = batch.selected()

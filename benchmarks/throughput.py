@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+
 import torch as th
 
 from arsm_rl import ARSM, UpdateData
