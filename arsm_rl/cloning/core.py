@@ -8,8 +8,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from arsm_rl.cloning.access import StateAccess
-from arsm_rl.cloning.layers import LayerKind, iter_layers, layer_rule
+from arsm_rl.cloning.access import StateAccess, Stateless
+from arsm_rl.cloning.layers import LayerKind, LayerRule, iter_layers, layer_rule, set_layer_rule
 from arsm_rl.cloning.registry import resolve
 from arsm_rl.cloning.rng import action_spaces, rng_get, rng_set
 from arsm_rl.cloning.snapshot import AnyEnv, NotCloneableError, Snapshot
@@ -87,6 +87,9 @@ class CloneableWrapper(gym.Wrapper[Any, Any, Any, Any]):
     def scratch_copy(self) -> AnyEnv:
         """Independent copy without statistics wrappers (see :func:`arsm_rl.cloning.scratch_copy`)."""
         return scratch_copy(self)
+
+
+set_layer_rule(CloneableWrapper, LayerRule(LayerKind.RECORDER, Stateless()))
 
 
 def _recorder(env: AnyEnv) -> CloneableWrapper | None:

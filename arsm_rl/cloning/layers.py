@@ -95,6 +95,8 @@ _GENERIC = LayerRule(
     ),
 )
 _TABLE: dict[type, LayerRule] | None = None
+#: Rules set with :func:`set_layer_rule` (the recording wrapper's, users'); they win over the built-in table.
+_RULES: dict[type, LayerRule] = {}
 
 
 def _table() -> dict[type, LayerRule]:
@@ -102,15 +104,12 @@ def _table() -> dict[type, LayerRule]:
     if _TABLE is None:
         from gymnasium import wrappers as gw
 
-        from arsm_rl.cloning.core import CloneableWrapper
-
         table: dict[type, LayerRule] = {
             gw.TimeLimit: LayerRule(LayerKind.STATE, Fields(("_elapsed_steps",))),
             gw.OrderEnforcing: LayerRule(LayerKind.STATE, Fields(("_has_reset",))),
             gw.PassiveEnvChecker: LayerRule(LayerKind.STATE, _CheckerDone()),
             gw.RecordEpisodeStatistics: _STATISTICS,
             gw.FrameStackObservation: LayerRule(LayerKind.STATE, _FrameStack()),
-            CloneableWrapper: LayerRule(LayerKind.RECORDER, Stateless()),
         }
         for name in ("ClipAction", "RescaleAction", "FlattenObservation", "TransformObservation", "TransformReward"):
             cls = getattr(gw, name, None)
@@ -137,7 +136,17 @@ def layer_rule(wrapper: Any) -> LayerRule:
     :param wrapper: a wrapper layer.
     :return: the rule of its exact class, else the generic rule.
     """
-    return _table().get(type(wrapper), _GENERIC)
+    cls = type(wrapper)
+    rule = _RULES.get(cls)
+    return rule if rule is not None else _table().get(cls, _GENERIC)
+
+
+def set_layer_rule(wrapper_cls: type, rule: LayerRule) -> None:
+    """
+    :param wrapper_cls: a wrapper class (exact type).
+    :param rule: how its layers are captured and restored from now on.
+    """
+    _RULES[wrapper_cls] = rule
 
 
 def register_wrapper_state(
@@ -164,7 +173,7 @@ def register_wrapper_state(
         rule = LayerRule(LayerKind.STATE, Callbacks(get_state, set_state))
     else:
         raise ValueError("give both get_state and set_state, or neither (stateless)")
-    _table()[wrapper_cls] = rule
+    set_layer_rule(wrapper_cls, rule)
 
 
 def iter_layers(env: AnyEnv) -> Iterator[Any]:
