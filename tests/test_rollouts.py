@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -9,7 +10,16 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from arsm_rl import ARSM
-from arsm_rl.rollouts import BatchStepper, EnvStepper, RolloutEngine, discounted_returns, enable_cloning, run_lockstep
+from arsm_rl.cloning import make_cloneable
+from arsm_rl.rollouts import (
+    BatchStepper,
+    EnvStepper,
+    RolloutEngine,
+    discounted_returns,
+    enable_cloning,
+    run_lockstep,
+    select_stepper,
+)
 from envs import RandomMDP
 
 
@@ -199,3 +209,14 @@ def test_endless_rollouts_are_refused() -> None:
                      max_episode_steps=500)
     batch = engine.run(branch, stand_still, lambda obs, ids, depth: stand_still[: len(ids)], horizons=[50])
     assert batch.lengths[0] == 50
+
+
+def test_stepper_registry_chooses_the_batch_only_where_it_is_exact() -> None:
+    """CartPole's numpy batch is chosen only where it reproduces the env: plain gym.make CartPole; not under a
+    wrapper that changes observations, not with two time limits, and never for a family without dynamics."""
+    assert select_stepper(make_cloneable(gym.make("CartPole-v1"))) is BatchStepper
+    shifted = gym.wrappers.TransformObservation(gym.make("CartPole-v1"), lambda obs: obs + 1.0, None)
+    assert select_stepper(make_cloneable(shifted)) is EnvStepper
+    twice = gym.wrappers.TimeLimit(gym.make("CartPole-v1"), max_episode_steps=20)
+    assert select_stepper(make_cloneable(twice)) is EnvStepper
+    assert select_stepper(make_cloneable(gym.make("Acrobot-v1"))) is EnvStepper
