@@ -122,13 +122,12 @@ class BatchStepper(Stepper):
         scratch = pool.take(1)[0]
         kind = family(scratch)
         assert kind.state is not None and kind.dynamics is not None
-        cores, elapsed = [], []
+        cores, elapsed, clock = [], [], None
         for snapshot in snapshots:
             restore_state(scratch, snapshot)
             cores.append(kind.state.get(scratch.unwrapped))
             clock = time_limit(scratch)
             elapsed.append(0 if clock is None else clock[0])
-        clock = time_limit(scratch)
         self.max_steps = np.iinfo(np.int64).max if clock is None else clock[1]
         self.elapsed = np.array(elapsed, dtype=np.int64)
         self.dynamics = kind.dynamics(scratch.unwrapped, cores)
