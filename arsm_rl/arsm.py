@@ -17,7 +17,16 @@ from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims
-from arsm_rl.rollouts import ActFn, BranchPoint, RolloutEngine, discounted_returns, enable_cloning, select_rows, stack_obs
+from arsm_rl.rollouts import (
+    ActFn,
+    BranchPoint,
+    RolloutEngine,
+    discounted_returns,
+    enable_cloning,
+    select_rows,
+    stack_obs,
+    verify_rollouts,
+)
 from arsm_rl.strategies import ESTIMATORS, Draws, Estimator, JointActions, StepBatch, distinct_codes
 from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport
 
@@ -81,6 +90,11 @@ class ARSM(BaseAlgorithm):
         the update's data)
     :param ent_coef: entropy bonus coefficient
     :param max_grad_norm: gradient clipping norm, ``None`` to disable
+    :param verify_env: before training on an env (at construction, :meth:`set_env` and :meth:`load`), check on a
+        scratch copy that its snapshots restore exactly when they use anything but the built-in, tested methods,
+        and, without ``pseudo_horizon`` or a time limit, that an episode of random actions ends
+        (:func:`~arsm_rl.rollouts.verify_rollouts`, a fraction of a second); ``False`` skips the checks (you vouch
+        for the env)
     :param stats_window_size: episodes averaged in ``rollout/ep_rew_mean`` and ``rollout/ep_len_mean``
     :param tensorboard_log: TensorBoard log folder, ``None`` for none
     :param policy_kwargs: keyword arguments of the policy (``net_arch``, ``activation_fn``,
@@ -112,6 +126,7 @@ class ARSM(BaseAlgorithm):
         share_noise: bool = False,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = 0.5,
+        verify_env: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -149,6 +164,7 @@ class ARSM(BaseAlgorithm):
         self.share_noise = share_noise
         self.ent_coef = ent_coef
         self.max_grad_norm = max_grad_norm
+        self.verify_env = verify_env
         self.num_pseudo_steps = 0
         self.num_restore_steps = 0  # the part of num_pseudo_steps spent replaying snapshots (Box2D)
         self._engine: RolloutEngine | None = None
@@ -173,10 +189,20 @@ class ARSM(BaseAlgorithm):
         self.set_random_seed(self.seed)
         self._joint = JointActions(action_dims(self.action_space), discrete=isinstance(self.action_space, spaces.Discrete))
         self.strategy.check(self._joint)
+        self._verify(self.env)
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, then the checks of ``verify_env`` on the new env."""
+        super().set_env(env, force_reset)
+        self._verify(self.env)
+
+    def _verify(self, env: VecEnv | None) -> None:
+        if env is not None and self.verify_env:
+            verify_rollouts(env, horizon=self.pseudo_horizon, seed=0 if self.seed is None else self.seed)
 
     @property
     def strategy(self) -> Estimator:
@@ -298,7 +324,6 @@ class ARSM(BaseAlgorithm):
 
     def train(self, collected: UpdateData) -> None:  # type: ignore[override]
         """One gradient step from an update's real experience and its pseudo rollouts (see :attr:`last_update`)."""
-        self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         start = time.perf_counter()
         n, n_envs = collected.rewards.shape
@@ -315,6 +340,7 @@ class ARSM(BaseAlgorithm):
         rolled_out = time.perf_counter()
 
         grads = self._step_gradients(plan, collected, q_true, rollouts.values)
+        self.policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
         obs = obs_as_tensor(_flatten_obs(collected.obs, n * n_envs), self.device)
         logits = self.policy(obs)
         distribution = self.policy.action_dist.proba_distribution(action_logits=logits)
@@ -432,6 +458,7 @@ class ARSM(BaseAlgorithm):
         :return: the requests' values, the tails' rewards and the simulator steps spent
         """
         assert self._engine is not None
+        self.policy.set_training_mode(False)  # the policy that took the real steps (Dropout off, BatchNorm frozen)
         tails = tails or {}
         n_envs = collected.rewards.shape[1]
         branches = [_branch(collected.branches[row], self.estimator) for row, _ in requests]

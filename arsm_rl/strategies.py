@@ -65,7 +65,8 @@ class JointActions:
     def __init__(self, nvec: np.ndarray, discrete: bool) -> None:
         self.nvec = nvec
         self.discrete = discrete
-        self.n_categories = int(nvec.max())
+        # at least two coordinates per race: a one-action dimension races against an impossible category
+        self.n_categories = max(2, int(nvec.max()))
         self.n_joint = int(np.prod(nvec))
         #: valid[k, c]: category c exists in dimension k
         self.valid = th.as_tensor(np.arange(self.n_categories)[None, :] < nvec[:, None])

@@ -52,18 +52,21 @@ A :class:`Snapshot` (:mod:`~arsm_rl.cloning.snapshot`) has three parts:
 Snapshots are immutable, picklable (they cross SubprocVecEnv pipes) and can be restored any
 number of times, into the env they came from or into another instance built the same way, e.g.
 a :func:`scratch_copy`.  :func:`check_cloneable` (:mod:`~arsm_rl.cloning.check`) verifies
-exactness on a user's env; :func:`~arsm_rl.cloning.ids.register_optional_envs` makes ALE and
+exactness on a user's env; :func:`verify_snapshots` is the quick version that ARSM runs before
+training on every env with :func:`unverified_parts` (anything but the built-in, tested families and
+wrapper rules); :func:`~arsm_rl.cloning.ids.register_optional_envs` makes ALE and
 MiniGrid ids available to ``gym.make``.  :func:`time_limit` and :func:`is_transparent` describe
 wrapper layers for other layers of the library (the rollouts' batch stepper).
 """
 
 from arsm_rl.cloning.access import StateAccess
-from arsm_rl.cloning.check import check_cloneable
+from arsm_rl.cloning.check import check_cloneable, unverified_parts, verify_snapshots
 from arsm_rl.cloning.core import CloneableWrapper, clone_state, make_cloneable, restore_state, scratch_copy
 from arsm_rl.cloning.families import Family
 from arsm_rl.cloning.ids import register_optional_envs
 from arsm_rl.cloning.layers import LayerKind, is_transparent, register_wrapper_state, time_limit
 from arsm_rl.cloning.registry import add_family_rule, family, family_of, register_cloneable
+from arsm_rl.cloning.rng import preserved_global_rngs
 from arsm_rl.cloning.snapshot import CloningError, NotCloneableError, Snapshot
 
 __all__ = [
@@ -81,10 +84,13 @@ __all__ = [
     "family_of",
     "is_transparent",
     "make_cloneable",
+    "preserved_global_rngs",
     "register_cloneable",
     "register_optional_envs",
     "register_wrapper_state",
     "restore_state",
     "scratch_copy",
     "time_limit",
+    "unverified_parts",
+    "verify_snapshots",
 ]

@@ -200,7 +200,7 @@ def _prepare(env: Any) -> None:
     _install_sticky_tracker(env)
 
 
-ATARI = Family("atari", AtariState(), fingerprint=_fingerprint, prepare=_prepare)
+ATARI = Family("atari", AtariState(), fingerprint=_fingerprint, prepare=_prepare, verified=True, bounded=True)
 
 
 def is_atari_env(env: Any) -> bool:

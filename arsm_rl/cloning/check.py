@@ -11,7 +11,10 @@ import numpy as np
 
 from arsm_rl.cloning.core import clone_state, make_cloneable, restore_state, scratch_copy
 from arsm_rl.cloning.ids import register_optional_envs
-from arsm_rl.cloning.snapshot import AnyEnv, CloningError
+from arsm_rl.cloning.layers import iter_layers, layer_rule
+from arsm_rl.cloning.registry import resolve
+from arsm_rl.cloning.rng import preserved_global_rngs
+from arsm_rl.cloning.snapshot import AnyEnv, CloningError, NotCloneableError
 
 _FIELDS = ("obs", "reward", "terminated", "truncated")
 
@@ -149,3 +152,61 @@ def check_cloneable(
     restore_state(scratch, snap)
     _compare(_run(scratch, continuation), reference, "in a scratch_copy after restore")
     scratch.close()
+
+
+def unverified_parts(env: AnyEnv) -> list[str]:
+    """
+    The parts of an env's snapshots that are not built-in, tested methods: the generic deepcopy family, user
+    adapters (:func:`~arsm_rl.cloning.register_cloneable`, ``clone_core_state``), MiniGrid subclasses from other
+    packages, and wrapper layers under the generic or a user rule.
+
+    :param env: any env, wrapped or not (only its types are read).
+    :return: one description per part; empty when every part is verified.
+    :raises NotCloneableError: if no exact method exists.
+    """
+    found = resolve(env.unwrapped)
+    parts = [] if found.verified else [f"{type(env.unwrapped).__name__} ({found.name} family)"]
+    parts += [f"wrapper {type(w).__name__}" for w in iter_layers(env) if not layer_rule(w).verified]
+    return parts
+
+
+def verify_snapshots(env: AnyEnv, *, seed: int = 0, n_prefix: int = 20, n_compare: int = 30) -> None:
+    """The quick exactness check ARSM runs before training on an env with :func:`unverified_parts`.
+
+    On a :func:`scratch_copy` of ``env`` (``env`` itself is not touched, and Python's and numpy's global random
+    states are put back): reset with ``seed``, take ``n_prefix`` random actions, snapshot, take ``n_compare`` more;
+    then restore the snapshot, into the same copy and into a second one, and compare the same ``n_compare``
+    transitions bit for bit. State the snapshot misses (a global RNG, a closure, a C handle) makes them differ.
+    :func:`check_cloneable` is the thorough version (an independent twin, pickling, longer runs).
+
+    :param env: a cloneable env (see :func:`~arsm_rl.cloning.make_cloneable`).
+    :param seed: seed of the reset and of the random actions.
+    :param n_prefix: actions before the snapshot.
+    :param n_compare: actions compared after each restore.
+    :raises NotCloneableError: naming the diverging field and the ways to make the env cloneable.
+    """
+    with preserved_global_rngs():
+        work = make_cloneable(scratch_copy(env))
+        space = copy.deepcopy(work.action_space)
+        space.seed(seed)
+        try:
+            work.reset(seed=seed)
+            _run(work, [space.sample() for _ in range(n_prefix)])
+            snap = clone_state(work)
+            continuation = [space.sample() for _ in range(n_compare)]
+            reference = _run(work, continuation)
+            restore_state(work, snap)
+            _compare(_run(work, continuation), reference, "after restore")
+            other = scratch_copy(work)
+            restore_state(other, snap)
+            _compare(_run(other, continuation), reference, "in another copy after restore")
+            other.close()
+        except CloningError as error:
+            raise NotCloneableError(
+                f"snapshots of {', '.join(unverified_parts(env))} are not exact: {error}. The state lives somewhere a "
+                "snapshot does not reach (a global RNG such as Python's random, a closure, a C handle): register an exact "
+                "adapter with arsm_rl.cloning.register_cloneable(...), or define clone_core_state()/restore_core_state() "
+                "on the env, and verify it with check_cloneable()"
+            ) from None
+        finally:
+            work.close()

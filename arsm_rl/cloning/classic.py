@@ -14,6 +14,7 @@ from arsm_rl.cloning.families import REPLAY, Family
 #: Constant tables of the toy-text envs, shared by scratch copies.
 TOY_TEXT_TABLES = ("P", "desc", "initial_state_distrib", "_cliff", "locs", "locs_colors")
 
+
 class CartPoleDynamics:
     """
     Gymnasium's ``CartPoleEnv.step`` for a batch of states in numpy, operation for operation, so results are
@@ -69,14 +70,18 @@ class CartPoleDynamics:
         return self.state[rows].astype(np.float32), np.where(terminated, fall_reward, alive_reward), terminated
 
 
-CARTPOLE = Family("classic", Fields(("state", "steps_beyond_terminated")), dynamics=CartPoleDynamics)
-ACROBOT = Family("classic", Fields(("state",)))
-MOUNTAIN_CAR = Family("classic", Fields(("state",)))
-PENDULUM = Family("classic", Fields(("state", "last_u")))
-FROZEN_LAKE = Family("toy_text", Fields(("s", "lastaction")), shared_attrs=TOY_TEXT_TABLES)
-CLIFF_WALKING = Family("toy_text", Fields(("s", "lastaction")), shared_attrs=TOY_TEXT_TABLES)
-TAXI = Family("toy_text", Fields(("s", "lastaction", "fickle_step", "taxi_orientation")), shared_attrs=TOY_TEXT_TABLES)
-BLACKJACK = Family("toy_text", Fields(("player", "dealer", "dealer_top_card_suit", "dealer_top_card_value_str")))
+CARTPOLE = Family("classic", Fields(("state", "steps_beyond_terminated")), dynamics=CartPoleDynamics, verified=True)
+ACROBOT = Family("classic", Fields(("state",)), verified=True)
+MOUNTAIN_CAR = Family("classic", Fields(("state",)), verified=True)
+PENDULUM = Family("classic", Fields(("state", "last_u")), verified=True)
+FROZEN_LAKE = Family("toy_text", Fields(("s", "lastaction")), shared_attrs=TOY_TEXT_TABLES, verified=True)
+CLIFF_WALKING = Family("toy_text", Fields(("s", "lastaction")), shared_attrs=TOY_TEXT_TABLES, verified=True)
+TAXI = Family(
+    "toy_text", Fields(("s", "lastaction", "fickle_step", "taxi_orientation")), shared_attrs=TOY_TEXT_TABLES, verified=True
+)
+BLACKJACK = Family(
+    "toy_text", Fields(("player", "dealer", "dealer_top_card_suit", "dealer_top_card_value_str")), verified=True, bounded=True
+)
 
 
 def builtin_table() -> dict[type, Family]:

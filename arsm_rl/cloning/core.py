@@ -23,6 +23,11 @@ def _freeze_action(action: Any) -> Any:
     return action
 
 
+def _options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``reset`` keyword arguments that pass ``options`` on only when there are some."""
+    return {} if options is None else {"options": options}
+
+
 class CloneableWrapper(gym.Wrapper[Any, Any, Any, Any]):
     """Outermost thin wrapper added by :func:`make_cloneable`.
 
@@ -47,15 +52,16 @@ class CloneableWrapper(gym.Wrapper[Any, Any, Any, Any]):
         return self._record
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        # ``options`` is passed on only when given: SB3 trains envs whose reset takes no options.
         if not self._record:
-            return self.env.reset(seed=seed, options=options)
+            return self.env.reset(seed=seed, **_options(options))
         opts = copy.deepcopy(options)
         cond: tuple[str, Any, Any]
         if seed is not None:
             cond = ("seed", int(seed), opts)
         else:
             cond = ("rng", self.env.unwrapped.np_random.bit_generator.state, opts)
-        result = self.env.reset(seed=seed, options=options)
+        result = self.env.reset(seed=seed, **_options(options))
         self._reset_cond = cond
         self._actions = []
         return result
@@ -89,7 +95,7 @@ class CloneableWrapper(gym.Wrapper[Any, Any, Any, Any]):
         return scratch_copy(self)
 
 
-set_layer_rule(CloneableWrapper, LayerRule(LayerKind.RECORDER, Stateless()))
+set_layer_rule(CloneableWrapper, LayerRule(LayerKind.RECORDER, Stateless(), verified=True))
 
 
 def _recorder(env: AnyEnv) -> CloneableWrapper | None:
@@ -195,12 +201,12 @@ def _replay(recorder: CloneableWrapper, record: Any) -> None:
     try:
         (kind, value, options), actions = record
         inner = recorder.env
-        opts = copy.deepcopy(options)
+        opts = _options(copy.deepcopy(options))
         if kind == "seed":
-            inner.reset(seed=value, options=opts)
+            inner.reset(seed=value, **opts)
         else:
             rng_set(inner.unwrapped, (value, None), with_seed=False)
-            inner.reset(options=opts)
+            inner.reset(**opts)
         for a in actions:
             inner.step(a)
     finally:

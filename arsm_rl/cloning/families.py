@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gymnasium.utils import EzPickle
@@ -52,6 +52,11 @@ class Family:
         shares instead of copying.
     :ivar dynamics: batched numpy dynamics of this family, used by the rollouts layer's batch
         stepper; ``None`` when the family has none.
+    :ivar verified: the method is one of the library's built-ins, tested bit-exact on these envs; other
+        envs (the generic deepcopy, user adapters) are checked before ARSM trains on them
+        (:func:`~arsm_rl.cloning.verify_snapshots`).
+    :ivar bounded: every episode of these envs ends within a limit of the env itself (MiniGrid's
+        ``max_steps``, ALE's frame cap, Blackjack's deck), with or without a ``TimeLimit`` wrapper.
     """
 
     name: str
@@ -60,6 +65,8 @@ class Family:
     prepare: Callable[[Any], None] = _no_prepare
     shared_attrs: tuple[str, ...] = ()
     dynamics: Any = None
+    verified: bool = False
+    bounded: bool = False
 
     @property
     def replay(self) -> bool:
@@ -98,12 +105,21 @@ class _CheckedInstanceDict(InstanceDict):
         return out
 
 
-#: Box2D and envs registered with ``register_cloneable(cls, replay=True)``: no state, replay.
-REPLAY = Family("replay", None)
+#: Box2D: no state, replay.
+REPLAY = Family("replay", None, verified=True)
+#: Envs registered with ``register_cloneable(cls, replay=True)``.
+USER_REPLAY = Family("replay", None)
 #: Envs with their own ``clone_core_state()``/``restore_core_state(state)``.
 METHODS = Family("custom", Methods())
-#: Every ``MiniGridEnv``: one deepcopy of the mutable instance dictionary.
-MINIGRID = Family("minigrid", InstanceDict(ENV_BASE_KEYS | RENDER_KEYS | {"actions"}, CORE_HINT, none_if_empty=False))
+#: The ``MiniGridEnv`` classes of the minigrid package: one deepcopy of the mutable instance dictionary.
+MINIGRID = Family(
+    "minigrid",
+    InstanceDict(ENV_BASE_KEYS | RENDER_KEYS | {"actions"}, CORE_HINT, none_if_empty=False),
+    verified=True,
+    bounded=True,
+)
+#: ``MiniGridEnv`` subclasses defined elsewhere: the same copy, not verified (they may add state it misses).
+MINIGRID_USER = replace(MINIGRID, verified=False)
 #: Any other env that does not subclass EzPickle.
 GENERIC = Family("generic", _CheckedInstanceDict())
 
@@ -125,3 +141,8 @@ def has_core_methods(env: Any) -> bool:
 def is_minigrid_env(env: Any) -> bool:
     """Whether the env is a ``minigrid`` ``MiniGridEnv`` (matched by name, without importing minigrid)."""
     return any(c.__name__ == "MiniGridEnv" and c.__module__.startswith("minigrid") for c in type(env).__mro__)
+
+
+def is_minigrid_builtin(env: Any) -> bool:
+    """Whether the env is one of the minigrid package's own ``MiniGridEnv`` classes."""
+    return is_minigrid_env(env) and type(env).__module__.split(".")[0] == "minigrid"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gymnasium as gym
@@ -40,10 +40,13 @@ class LayerRule:
 
     :ivar kind: how the layer takes part in snapshots.
     :ivar state: reads and writes its state (used for the ``STATE`` kind).
+    :ivar verified: a built-in rule, tested bit-exact; layers with other rules (the generic one, users')
+        are checked before ARSM trains (:func:`~arsm_rl.cloning.verify_snapshots`).
     """
 
     kind: LayerKind
     state: StateAccess
+    verified: bool = False
 
 
 class _FrameBuffer(StateAccess):
@@ -86,6 +89,8 @@ WRAPPER_BASE_KEYS = frozenset(
 )
 _STATELESS = LayerRule(LayerKind.STATELESS, Stateless())
 _STATISTICS = LayerRule(LayerKind.STATISTICS, Stateless())
+_BUILTIN_STATELESS = replace(_STATELESS, verified=True)
+_BUILTIN_STATISTICS = replace(_STATISTICS, verified=True)
 _GENERIC = LayerRule(
     LayerKind.STATE,
     InstanceDict(
@@ -99,32 +104,36 @@ _TABLE: dict[type, LayerRule] | None = None
 _RULES: dict[type, LayerRule] = {}
 
 
+def _builtin(state: StateAccess) -> LayerRule:
+    return LayerRule(LayerKind.STATE, state, verified=True)
+
+
 def _table() -> dict[type, LayerRule]:
     global _TABLE
     if _TABLE is None:
         from gymnasium import wrappers as gw
 
         table: dict[type, LayerRule] = {
-            gw.TimeLimit: LayerRule(LayerKind.STATE, Fields(("_elapsed_steps",))),
-            gw.OrderEnforcing: LayerRule(LayerKind.STATE, Fields(("_has_reset",))),
-            gw.PassiveEnvChecker: LayerRule(LayerKind.STATE, _CheckerDone()),
-            gw.RecordEpisodeStatistics: _STATISTICS,
-            gw.FrameStackObservation: LayerRule(LayerKind.STATE, _FrameStack()),
+            gw.TimeLimit: _builtin(Fields(("_elapsed_steps",))),
+            gw.OrderEnforcing: _builtin(Fields(("_has_reset",))),
+            gw.PassiveEnvChecker: _builtin(_CheckerDone()),
+            gw.RecordEpisodeStatistics: _BUILTIN_STATISTICS,
+            gw.FrameStackObservation: _builtin(_FrameStack()),
         }
         for name in ("ClipAction", "RescaleAction", "FlattenObservation", "TransformObservation", "TransformReward"):
             cls = getattr(gw, name, None)
             if cls is not None:
-                table[cls] = _STATELESS
+                table[cls] = _BUILTIN_STATELESS
         try:
             from stable_baselines3.common import atari_wrappers as aw
             from stable_baselines3.common.monitor import Monitor
 
-            table[Monitor] = _STATISTICS
+            table[Monitor] = _BUILTIN_STATISTICS
             for cls in (aw.AtariWrapper, aw.NoopResetEnv, aw.FireResetEnv, aw.WarpFrame, aw.ClipRewardEnv):
-                table[cls] = _STATELESS
-            table[aw.EpisodicLifeEnv] = LayerRule(LayerKind.STATE, Fields(("lives", "was_real_done")))
-            table[aw.MaxAndSkipEnv] = LayerRule(LayerKind.STATE, _FrameBuffer())
-            table[aw.StickyActionEnv] = LayerRule(LayerKind.STATE, Fields(("_sticky_action",)))
+                table[cls] = _BUILTIN_STATELESS
+            table[aw.EpisodicLifeEnv] = _builtin(Fields(("lives", "was_real_done")))
+            table[aw.MaxAndSkipEnv] = _builtin(_FrameBuffer())
+            table[aw.StickyActionEnv] = _builtin(Fields(("_sticky_action",)))
         except Exception:  # pragma: no cover - SB3 is a dependency
             pass
         _TABLE = table

@@ -6,7 +6,8 @@ cached per class:
 1. classes registered with :func:`register_cloneable` (exact type; a new registration replaces);
 2. envs with their own ``clone_core_state()``/``restore_core_state(state)`` methods (``custom``);
 3. the built-in exact-type table of :mod:`arsm_rl.cloning.classic` (``classic``, ``toy_text``, Box2D ``replay``);
-4. ale-py ``AtariEnv`` (``atari``), then any ``MiniGridEnv`` subclass (``minigrid``);
+4. ale-py ``AtariEnv`` (``atari``), then any ``MiniGridEnv`` subclass (``minigrid``; verified for the minigrid
+   package's own classes);
 5. rules added with :func:`add_family_rule`;
 6. refusal of :class:`gymnasium.utils.EzPickle` envs; any other env gets the ``generic`` deepcopy family.
 """
@@ -21,7 +22,18 @@ from gymnasium.utils import EzPickle
 
 from arsm_rl.cloning.atari import ATARI, is_atari_env
 from arsm_rl.cloning.classic import builtin_table
-from arsm_rl.cloning.families import GENERIC, METHODS, MINIGRID, REPLAY, Family, custom, has_core_methods, is_minigrid_env
+from arsm_rl.cloning.families import (
+    GENERIC,
+    METHODS,
+    MINIGRID,
+    MINIGRID_USER,
+    USER_REPLAY,
+    Family,
+    custom,
+    has_core_methods,
+    is_minigrid_builtin,
+    is_minigrid_env,
+)
 from arsm_rl.cloning.snapshot import AnyEnv, NotCloneableError
 
 
@@ -107,7 +119,8 @@ _RULES: list[Rule] = [
     When(has_core_methods, METHODS),
     ByType(builtin_table),
     When(is_atari_env, ATARI),
-    When(is_minigrid_env, MINIGRID),
+    When(is_minigrid_builtin, MINIGRID),
+    When(is_minigrid_env, MINIGRID_USER),
 ]
 _EZPICKLE = Refuse(lambda env: isinstance(env, EzPickle), _ezpickle_refusal)
 _CACHE: dict[type, Family] = {}
@@ -183,7 +196,7 @@ def register_cloneable(
     if replay:
         if get_state is not None or set_state is not None:
             raise ValueError("give either replay=True or get_state/set_state, not both")
-        found = REPLAY
+        found = USER_REPLAY
     else:
         if get_state is None or set_state is None:
             raise ValueError("register_cloneable needs both get_state and set_state (or replay=True)")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -54,3 +57,14 @@ def action_spaces(env: AnyEnv) -> tuple[Any, ...]:
     outer = env.action_space
     inner = env.unwrapped.action_space
     return (outer,) if inner is outer else (outer, inner)
+
+
+@contextmanager
+def preserved_global_rngs() -> Iterator[None]:
+    """Put Python's and numpy's global random states back afterwards (for checks that step an env that may use them)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

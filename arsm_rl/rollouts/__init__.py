@@ -7,7 +7,8 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
 
 - :mod:`~arsm_rl.rollouts.vec`: :func:`enable_cloning` and :class:`VecCloner`, exact snapshots of the
   training sub-envs (in process for ``DummyVecEnv``, through ``env_method`` for ``SubprocVecEnv``) and
-  scratch copies built the same way, minus ``Monitor``;
+  scratch copies built the same way, minus ``Monitor``; :func:`verify_rollouts`, the checks run before
+  training (exact restores where the method is not a tested built-in, episodes that end);
 - :mod:`~arsm_rl.rollouts.obs`: :class:`ObsPipeline` replays the observation transforms of the ``VecEnv``
   wrappers (``VecTransposeImage``, ``VecFrameStack``, frozen ``VecNormalize``) so pseudo rollouts see
   observations exactly as the real trajectory does;
@@ -23,9 +24,10 @@ from arsm_rl.rollouts.engine import ActFn, BranchPoint, RolloutBatch, RolloutEng
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows, stack_obs
 from arsm_rl.rollouts.returns import discounted_returns
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
-from arsm_rl.rollouts.vec import VecCloner, enable_cloning
+from arsm_rl.rollouts.vec import PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
 
 __all__ = [
+    "PROBE_STEPS",
     "STEPPERS",
     "ActFn",
     "BatchStepper",
@@ -44,4 +46,5 @@ __all__ = [
     "select_rows",
     "select_stepper",
     "stack_obs",
+    "verify_rollouts",
 ]

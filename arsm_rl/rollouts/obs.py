@@ -7,14 +7,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack, VecMonitor, VecNormalize, VecTransposeImage
+from stable_baselines3.common.vec_env import (
+    VecCheckNan,
+    VecEnv,
+    VecEnvWrapper,
+    VecFrameStack,
+    VecMonitor,
+    VecNormalize,
+    VecTransposeImage,
+    VecVideoRecorder,
+)
 from stable_baselines3.common.vec_env.stacked_observations import StackedObservations
 
 __all__ = ["Obs", "ObsPipeline", "select_rows", "stack_obs"]
 
 Obs = np.ndarray | dict[str, np.ndarray]
 
-_PASS_THROUGH_WRAPPERS = (VecMonitor,)
+#: Wrappers that leave observations as they are (statistics, videos, NaN checks): pseudo rollouts skip them.
+_PASS_THROUGH_WRAPPERS = (VecMonitor, VecVideoRecorder, VecCheckNan)
 
 
 def stack_obs(observations: Sequence[Any]) -> Obs:
@@ -37,8 +47,9 @@ class ObsPipeline:
 
     Supported layers: ``VecTransposeImage``, ``VecFrameStack`` (each rollout keeps its own stack,
     started from the real stack at the branch point), ``VecNormalize`` (observations normalised
-    with the current statistics, which are not updated) and ``VecMonitor`` (statistics only,
-    skipped). Any other ``VecEnvWrapper`` is refused, since its effect on pseudo observations is unknown.
+    with the current statistics, which are not updated), and ``VecMonitor``, ``VecVideoRecorder`` and
+    ``VecCheckNan``, which leave observations unchanged (skipped). Any other ``VecEnvWrapper`` is refused,
+    since its effect on pseudo observations is unknown.
 
     :param venv: the training environment
     :raises TypeError: for an unsupported ``VecEnvWrapper``
@@ -50,7 +61,7 @@ class ObsPipeline:
             if not isinstance(venv, (VecTransposeImage, VecFrameStack, VecNormalize, *_PASS_THROUGH_WRAPPERS)):
                 raise TypeError(
                     f"ARSM pseudo rollouts cannot mirror the VecEnv wrapper {type(venv).__name__}; supported wrappers: "
-                    "VecNormalize, VecFrameStack, VecTransposeImage, VecMonitor."
+                    "VecNormalize, VecFrameStack, VecTransposeImage, and VecMonitor, VecVideoRecorder, VecCheckNan."
                 )
             layers.append(venv)
             venv = venv.venv

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from arsm_rl.cloning import Snapshot, clone_state, make_cloneable, scratch_copy
+from arsm_rl.cloning import (
+    Snapshot,
+    clone_state,
+    family,
+    make_cloneable,
+    preserved_global_rngs,
+    scratch_copy,
+    time_limit,
+    unverified_parts,
+    verify_snapshots,
+)
 from arsm_rl.rollouts.obs import ObsPipeline
 
-__all__ = ["VecCloner", "enable_cloning"]
+__all__ = ["PROBE_STEPS", "VecCloner", "enable_cloning", "verify_rollouts"]
+
+#: Without a time limit or a horizon, an episode of uniformly random actions must end within this many steps.
+PROBE_STEPS = 2_000
 
 
 def enable_cloning(venv: VecEnv) -> None:
@@ -65,3 +81,48 @@ class VecCloner:
         if self._in_process:
             return scratch_copy(self.base.envs[0])  # type: ignore[attr-defined]
         return self.base.env_method("scratch_copy", indices=[0])[0]
+
+
+def verify_rollouts(venv: VecEnv, *, horizon: int | None, seed: int = 0) -> None:
+    """
+    Refuse, before training, a training env on which pseudo rollouts would be silently wrong or would not end.
+
+    Works on a scratch copy of sub-env 0 (the training env, its RNG and its statistics are not touched; Python's
+    and numpy's global random states are put back). When the env's snapshots use anything but the built-in,
+    tested methods (:func:`~arsm_rl.cloning.unverified_parts`), restores are checked bit for bit
+    (:func:`~arsm_rl.cloning.verify_snapshots`). Without a ``horizon``, an env with no time limit (and not
+    of a family whose episodes end on their own) must end an episode of random actions within
+    :data:`PROBE_STEPS` steps, a stand-in for the untrained policy.
+
+    :param venv: the training environment, prepared by :func:`enable_cloning`
+    :param horizon: the pseudo rollouts' horizon (``None``: to the end of the episode)
+    :param seed: seed of the checks' resets and random actions
+    :raises NotCloneableError: when snapshots are not exact
+    :raises ValueError: when episodes may not end
+    """
+    env = VecCloner(venv).scratch_copy()
+    try:
+        if unverified_parts(env):
+            verify_snapshots(env, seed=seed)
+        limit = time_limit(env)
+        if horizon is None and not family(env).bounded and (limit is None or limit[1] == np.iinfo(np.int64).max):
+            _check_episodes_end(env, seed)
+    finally:
+        env.close()
+
+
+def _check_episodes_end(env: gym.Env[Any, Any], seed: int) -> None:
+    with preserved_global_rngs():
+        space = copy.deepcopy(env.action_space)
+        space.seed(seed)
+        env.reset(seed=seed)
+        for _ in range(PROBE_STEPS):
+            _, _, terminated, truncated, _ = env.step(space.sample())
+            if terminated or truncated:
+                return
+    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    raise ValueError(
+        f"{name} has no time limit and an episode of random actions did not end in {PROBE_STEPS} steps, so pseudo "
+        "rollouts may never end: wrap the env in gymnasium.wrappers.TimeLimit (or make it with max_episode_steps=N), "
+        "or set pseudo_horizon=N"
+    )
