@@ -3,17 +3,20 @@
     python -m agents.zoo train --algo arsm --env CartPole-v1 -n 20000
     python -m agents.zoo train --algo arsm --env CartPole-v1 -optimize --n-trials 20 -n 20000
     python -m agents.zoo enjoy --algo arsm --env CartPole-v1 -f logs --no-render
+    python -m agents.zoo record_video --algo arsm --env CartPole-v1 -f logs -n 500 -o videos
 
 The Zoo has no plugin system: its algorithm table ``rl_zoo3.ALGOS`` is a plain dict, read when the
 command line is parsed. This launcher adds ``arsm``, ``rloo`` and ``all_action`` (see
 :data:`agents.ALGOS`) to it and to the Optuna sampler tables, then hands the remaining arguments to
-``rl_zoo3.train`` or ``rl_zoo3.enjoy``. Without ``-conf`` an ARSM-family run reads ``agents/arsm.yml``.
+``rl_zoo3.train``, ``rl_zoo3.enjoy`` or ``rl_zoo3.record_video`` (headless: it renders ``rgb_array``
+frames). Without ``-conf`` an ARSM-family run reads ``agents/arsm.yml``.
 For ARSM-family algorithms the Zoo's envs are built with :func:`arsm_rl.make_cloneable` as the
 outermost wrapper (needed for ``--vec-env subproc``; harmless otherwise).
 """
 
 from __future__ import annotations
 
+import runpy
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +25,10 @@ import envs  # noqa: F401  (registers the arsm/ env ids)
 from agents import ALGOS, ARSM_FAMILY, preset_file
 from arsm_rl import make_cloneable
 
-__all__ = ["main", "register", "sample_arsm_params"]
+__all__ = ["COMMANDS", "ZooCloneable", "main", "register", "sample_arsm_params"]
+
+#: The rl_zoo3 scripts the launcher runs.
+COMMANDS = ("train", "enjoy", "record_video")
 
 
 def sample_arsm_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
@@ -59,14 +65,35 @@ def convert_arsm_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class ZooCloneable:
+    """
+    The Zoo's ``env_wrapper`` (if any), then :func:`make_cloneable` outermost.
+
+    rl_zoo3 replaces Gymnasium's ``TimeLimit`` with its ``PatchedTimeLimit`` when it is imported, in the
+    trainer only: ``--vec-env subproc`` workers would build their envs with the original class, and their
+    snapshots would not fit the trainer's scratch copies. Unpickled in a worker (before the worker builds its
+    env), this wrapper applies the same patch there.
+
+    :param wrapper_class: the Zoo's env wrapper, or ``None``
+    """
+
+    def __init__(self, wrapper_class: Callable[[Any], Any] | None) -> None:
+        self.wrapper_class = wrapper_class
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import rl_zoo3.gym_patches  # noqa: F401  (patches TimeLimit in this process, as in the trainer)
+
+        self.__dict__.update(state)
+
+    def __call__(self, env: Any) -> Any:
+        return make_cloneable(self.wrapper_class(env) if self.wrapper_class is not None else env)
+
+
 def _cloneable_make_vec_env(original: Callable[..., Any]) -> Callable[..., Any]:
     """``make_vec_env`` that puts :func:`make_cloneable` outermost, after the Zoo's ``env_wrapper``."""
 
     def make_vec_env(*args: Any, wrapper_class: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
-        def wrap(env: Any) -> Any:
-            return make_cloneable(wrapper_class(env) if wrapper_class is not None else env)
-
-        return original(*args, wrapper_class=wrap, **kwargs)
+        return original(*args, wrapper_class=ZooCloneable(wrapper_class), **kwargs)
 
     return make_vec_env
 
@@ -103,10 +130,11 @@ def _option(argv: Sequence[str], *names: str) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m agents.zoo {train,enjoy} ZOO_ARGS...``"""
+    """``python -m agents.zoo {train,enjoy,record_video} ZOO_ARGS...``"""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("train", "enjoy"):
-        sys.exit("usage: python -m agents.zoo {train,enjoy} [rl_zoo3 arguments, e.g. --algo arsm --env CartPole-v1]")
+    if not args or args[0] not in COMMANDS:
+        commands = ",".join(COMMANDS)
+        sys.exit(f"usage: python -m agents.zoo {{{commands}}} [rl_zoo3 arguments, e.g. --algo arsm --env CartPole-v1]")
     command, rest = args[0], args[1:]
     try:
         import rl_zoo3  # noqa: F401
@@ -121,10 +149,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         from rl_zoo3.train import train
 
         train()
-    else:
+    elif command == "enjoy":
         from rl_zoo3.enjoy import enjoy
 
         enjoy()
+    else:  # rl_zoo3.record_video has no entry function: run the module as a script
+        runpy.run_module("rl_zoo3.record_video", run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -314,3 +314,25 @@ def test_rl_zoo_launcher(tmp_path: Path) -> None:
     run = tmp_path / "arsm" / "CartPole-v1_1"
     assert (run / "CartPole-v1.zip").is_file()
     assert ARSM.load(run / "CartPole-v1.zip").n_steps == 64
+    zoo = [sys.executable, "-m", "agents.zoo"]
+    common = ["--algo", "arsm", "--env", "CartPole-v1", "-f", str(tmp_path)]
+    enjoy = subprocess.run([*zoo, "enjoy", *common, "--no-render", "-n", "50"], cwd=ROOT, env=_env(), capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert_ok(enjoy)
+    video = subprocess.run([*zoo, "record_video", *common, "-n", "20", "-o", str(tmp_path / "videos")], cwd=ROOT,
+                           env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert_ok(video)
+    assert list((tmp_path / "videos").glob("*.mp4"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rl_zoo3") is None, reason="rl_zoo3 not installed (pip install -e '.[zoo]')")
+def test_rl_zoo_launcher_with_subproc_workers(tmp_path: Path) -> None:
+    """rl_zoo3 patches TimeLimit in the trainer only: the workers' envs must be built with the same class."""
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.zoo", "train", "--algo", "arsm", "--env", "CartPole-v1", "-n", "256",
+         "--vec-env", "subproc", "--eval-freq", "-1", "--seed", "0", "-f", str(tmp_path), "-params", "n_steps:64",
+         "n_envs:2", "--num-threads", "1"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert_ok(result)
+    assert "pseudo_rollouts" in result.stdout
