@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
 
-from arsm_rl import ARSM, ESTIMATORS, make_cloneable
+from arsm_rl import ARSM, ESTIMATORS, make_cloneable, restore_state, scratch_copy
 from arsm_rl.rollouts import RolloutEngine
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=32)
@@ -110,6 +112,46 @@ def test_subproc_and_dummy_give_the_same_training() -> None:
     assert dummy.num_pseudo_steps == subproc.num_pseudo_steps > 0
     for a, b in zip(dummy.policy.parameters(), subproc.policy.parameters(), strict=True):
         assert th.equal(a, b)
+
+
+def test_subproc_lunar_lander_replays_snapshots_across_the_pipe() -> None:
+    """The SubprocVecEnv + LunarLander example of docs/arsm.md, in small: Box2D envs restore by replay, and their
+    snapshots, taken in the worker processes, give the pseudo rollouts of the same envs run in-process, bit for bit.
+    A snapshot of one worker's env also restores into another worker and continues exactly as a local copy."""
+    kwargs = dict(seed=0, n_steps=50, max_pseudo_rollouts=8, pseudo_horizon=10, **{"policy_kwargs": dict(net_arch=[16])})
+    local = ARSM("MlpPolicy", make_vec_env("LunarLander-v3", n_envs=2, seed=0, wrapper_class=make_cloneable), **kwargs)
+    start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None  # fork: no interpreter start-up
+    venv = make_vec_env(
+        "LunarLander-v3", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv, wrapper_class=make_cloneable,
+        vec_env_kwargs={"start_method": start_method},
+    )  # fmt: skip
+    try:
+        model = ARSM("MlpPolicy", venv, **kwargs)
+        expected, collected = local.collect_update(), model.collect_update()
+        assert np.array_equal(collected.obs, expected.obs)
+        # SB3's DummyVecEnv buffers rewards as float32, SubprocVecEnv passes the env's float64 through
+        assert np.array_equal(collected.rewards.astype(np.float32), expected.rewards.astype(np.float32))
+        plan = model.plan_update(collected)
+        assert plan.requests == local.plan_update(expected).requests and len(plan.requests) > 0
+        values = model.run_rollouts(collected, plan.requests)
+        reference = local.run_rollouts(expected, plan.requests)
+        assert values.restore_steps == reference.restore_steps > 0  # replayed, not state-copied
+        assert np.array_equal(values.values, reference.values)
+        model.train(collected)
+        model.learn(100, reset_num_timesteps=False)  # the rest of a couple of hundred steps, training on
+        assert model.num_timesteps == 200 and model.num_restore_steps > values.restore_steps
+
+        snapshot = venv.env_method("clone_state", indices=[0])[0]
+        assert snapshot.restore_steps > 0
+        twin = scratch_copy(make_cloneable(Monitor(gym.make("LunarLander-v3"))))
+        restore_state(twin, snapshot)
+        venv.env_method("restore_state", snapshot, indices=[1])  # env 0's snapshot restored into env 1
+        for action in [2, 0, 3, 1, 2]:
+            obs, rewards, *_ = venv.step(np.array([0, action]))
+            twin_obs, twin_reward, *_ = twin.step(action)
+            assert np.array_equal(obs[1], twin_obs) and rewards[1] == twin_reward
+    finally:
+        venv.close()
 
 
 def test_deterministic_training() -> None:
