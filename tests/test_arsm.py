@@ -217,8 +217,32 @@ def test_predict_and_evaluate() -> None:
     assert state is None and model.action_space.contains(action)
     actions, _ = model.predict(np.zeros((7, 4), dtype=np.float32))
     assert actions.shape == (7,)
-    mean, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=2)
-    assert mean > 0
+    # deterministic actions are the argmax of the policy's logits
+    observations = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    with th.no_grad():
+        greedy = model.policy(th.as_tensor(observations)).argmax(dim=1).numpy()
+    assert np.array_equal(model.predict(observations, deterministic=True)[0], greedy)
+    assert 0 < greedy.sum() < len(greedy)  # the observations reach both actions, so the check can tell them apart
+    # stochastic actions follow softmax(logits): z-test of the frequency of action 1 over 4,000 draws, |z| <= 4
+    with th.no_grad():
+        p_one = float(th.softmax(model.policy(th.as_tensor(observations[:1])), dim=1)[0, 1])
+    sampled, _ = model.predict(np.repeat(observations[:1], 4000, axis=0), deterministic=False)
+    assert abs(sampled.mean() - p_one) <= 4 * np.sqrt(p_one * (1 - p_one) / 4000), (sampled.mean(), p_one)
+    # evaluate_policy reports the episodes of an independent loop over the same seeded env, step for step
+    venv = DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))])
+    venv.seed(3)
+    rewards, lengths = evaluate_policy(model, venv, n_eval_episodes=2, return_episode_rewards=True)
+    env = gym.make("CartPole-v1")
+    expected = []
+    obs, _ = env.reset(seed=3)
+    for _ in range(2):
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(int(model.predict(obs, deterministic=True)[0]))
+            total, done = total + float(reward), terminated or truncated
+        expected.append(total)
+        obs, _ = env.reset()
+    assert rewards == expected and lengths == [int(r) for r in expected]  # CartPole pays 1 per step
 
 
 def test_callbacks(tmp_path) -> None:
