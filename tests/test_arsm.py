@@ -14,7 +14,14 @@ from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiDiscrete
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnvWrapper,
+    VecFrameStack,
+    VecMonitor,
+    VecNormalize,
+)
 
 from arsm_rl import ARSM, ESTIMATORS, make_cloneable, restore_state, scratch_copy
 from arsm_rl.rollouts import RolloutEngine
@@ -152,6 +159,36 @@ def test_subproc_lunar_lander_replays_snapshots_across_the_pipe() -> None:
             assert np.array_equal(obs[1], twin_obs) and rewards[1] == twin_reward
     finally:
         venv.close()
+
+
+class DoubledObs(VecEnvWrapper):
+    """A VecEnv wrapper that changes observations: pseudo rollouts, run on scratch envs, could not reproduce it."""
+
+    def reset(self) -> np.ndarray:
+        return 2 * self.venv.reset()
+
+    def step_wait(self):  # type: ignore[no-untyped-def]
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return 2 * obs, rewards, dones, infos
+
+
+def test_vec_monitor_passes_through_and_observation_wrappers_are_refused() -> None:
+    """VecMonitor is statistics only: training under it is bit for bit training without it, and its episode
+    statistics are those of the real steps (the same as per-env Monitors). A wrapper that changes observations
+    is refused at construction."""
+    plain = ARSM("MlpPolicy", DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))] * 2), seed=3, **SMALL).learn(256)
+    venv = VecMonitor(DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2))
+    monitored = ARSM("MlpPolicy", venv, seed=3, **SMALL).learn(256)
+    assert monitored.num_pseudo_steps == plain.num_pseudo_steps > 0
+    assert all(th.equal(a, b) for a, b in zip(monitored.policy.parameters(), plain.policy.parameters(), strict=True))
+    episodes = [(info["r"], info["l"]) for info in monitored.ep_info_buffer]
+    assert len(episodes) > 5 and episodes == [(info["r"], info["l"]) for info in plain.ep_info_buffer]
+    assert sum(length for _, length in episodes) <= monitored.num_timesteps  # real steps only
+
+    with pytest.raises(TypeError, match="cannot mirror the VecEnv wrapper DoubledObs"):
+        ARSM("MlpPolicy", DoubledObs(DummyVecEnv([lambda: gym.make("CartPole-v1")])), **SMALL)
+    with pytest.raises(TypeError, match="DoubledObs"):  # also under a supported layer
+        ARSM("MlpPolicy", VecMonitor(DoubledObs(DummyVecEnv([lambda: gym.make("CartPole-v1")]))), **SMALL)
 
 
 def test_deterministic_training() -> None:
