@@ -20,7 +20,7 @@ The ARSM recipe:
 4. ``arsm_gradient`` (or ``ars_gradient``) merges them into the estimate.
 
 ``ar_gradient``, ``reinforce_gradient``, ``rloo_gradient`` and ``all_action_gradient`` are the reference
-estimators the paper and its follow-ups compare against.
+estimators the paper and its follow-ups compare against; ``exact_gradient`` is the ground truth, by autograd.
 
 Centring differences are taken relative to one of the values being centred, so that equal values give an
 exact zero gradient in floating point (not just zero up to rounding).
@@ -340,5 +340,21 @@ def all_action_gradient(logits: th.Tensor, q: th.Tensor) -> th.Tensor:
     return prob * (shifted - (prob * shifted).sum(dim=1, keepdim=True))
 
 
-exact_gradient = all_action_gradient
-"""Alias of :func:`all_action_gradient`: the exact ``d E[q(z)] / d logits`` used as ground truth in tests."""
+def exact_gradient(logits: th.Tensor, q: th.Tensor) -> th.Tensor:
+    """Exact ``d E[q(z)] / d logits`` by automatic differentiation of ``E[q(z)] = softmax(logits) . q``.
+
+    The ground truth of the estimator tests and of the toy benchmark. It shares no code with
+    :func:`all_action_gradient` (which applies the closed form ``p_c (q_c - p . q)``), so the two check each other.
+
+    :param logits: unnormalised log-probabilities, shape ``(B, C)``.
+    :param q: value of every action, shape ``(B, C)``, dtype of ``logits``.
+    :return: ``d E[q(z)] / d logits``, shape ``(B, C)``.
+    """
+    batch, n_cat = _check_matrix("exact_gradient", "logits", logits)
+    _check("exact_gradient", "q", q, "(B, C)", (batch, n_cat), floating=True)
+    _check_same_dtype("exact_gradient", ("logits", logits), ("q", q))
+    with th.enable_grad():
+        leaf = logits.detach().requires_grad_(True)
+        expected = (th.softmax(leaf, dim=1) * q.detach()).sum()  # rows are independent: the sum's gradient is per row
+        (gradient,) = th.autograd.grad(expected, leaf)
+    return gradient

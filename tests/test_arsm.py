@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -12,9 +14,16 @@ from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiDiscrete
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnvWrapper,
+    VecFrameStack,
+    VecMonitor,
+    VecNormalize,
+)
 
-from arsm_rl import ARSM, ESTIMATORS, make_cloneable
+from arsm_rl import ARSM, ESTIMATORS, make_cloneable, restore_state, scratch_copy
 from arsm_rl.rollouts import RolloutEngine
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=32)
@@ -112,6 +121,76 @@ def test_subproc_and_dummy_give_the_same_training() -> None:
         assert th.equal(a, b)
 
 
+def test_subproc_lunar_lander_replays_snapshots_across_the_pipe() -> None:
+    """The SubprocVecEnv + LunarLander example of docs/arsm.md, in small: Box2D envs restore by replay, and their
+    snapshots, taken in the worker processes, give the pseudo rollouts of the same envs run in-process, bit for bit.
+    A snapshot of one worker's env also restores into another worker and continues exactly as a local copy."""
+    kwargs = dict(seed=0, n_steps=50, max_pseudo_rollouts=8, pseudo_horizon=10, **{"policy_kwargs": dict(net_arch=[16])})
+    local = ARSM("MlpPolicy", make_vec_env("LunarLander-v3", n_envs=2, seed=0, wrapper_class=make_cloneable), **kwargs)
+    start_method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None  # fork: no interpreter start-up
+    venv = make_vec_env(
+        "LunarLander-v3", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv, wrapper_class=make_cloneable,
+        vec_env_kwargs={"start_method": start_method},
+    )  # fmt: skip
+    try:
+        model = ARSM("MlpPolicy", venv, **kwargs)
+        expected, collected = local.collect_update(), model.collect_update()
+        assert np.array_equal(collected.obs, expected.obs)
+        # SB3's DummyVecEnv buffers rewards as float32, SubprocVecEnv passes the env's float64 through
+        assert np.array_equal(collected.rewards.astype(np.float32), expected.rewards.astype(np.float32))
+        plan = model.plan_update(collected)
+        assert plan.requests == local.plan_update(expected).requests and len(plan.requests) > 0
+        values = model.run_rollouts(collected, plan.requests)
+        reference = local.run_rollouts(expected, plan.requests)
+        assert values.restore_steps == reference.restore_steps > 0  # replayed, not state-copied
+        assert np.array_equal(values.values, reference.values)
+        model.train(collected)
+        model.learn(100, reset_num_timesteps=False)  # the rest of a couple of hundred steps, training on
+        assert model.num_timesteps == 200 and model.num_restore_steps > values.restore_steps
+
+        snapshot = venv.env_method("clone_state", indices=[0])[0]
+        assert snapshot.restore_steps > 0
+        twin = scratch_copy(make_cloneable(Monitor(gym.make("LunarLander-v3"))))
+        restore_state(twin, snapshot)
+        venv.env_method("restore_state", snapshot, indices=[1])  # env 0's snapshot restored into env 1
+        for action in [2, 0, 3, 1, 2]:
+            obs, rewards, *_ = venv.step(np.array([0, action]))
+            twin_obs, twin_reward, *_ = twin.step(action)
+            assert np.array_equal(obs[1], twin_obs) and rewards[1] == twin_reward
+    finally:
+        venv.close()
+
+
+class DoubledObs(VecEnvWrapper):
+    """A VecEnv wrapper that changes observations: pseudo rollouts, run on scratch envs, could not reproduce it."""
+
+    def reset(self) -> np.ndarray:
+        return 2 * self.venv.reset()
+
+    def step_wait(self):  # type: ignore[no-untyped-def]
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return 2 * obs, rewards, dones, infos
+
+
+def test_vec_monitor_passes_through_and_observation_wrappers_are_refused() -> None:
+    """VecMonitor is statistics only: training under it is bit for bit training without it, and its episode
+    statistics are those of the real steps (the same as per-env Monitors). A wrapper that changes observations
+    is refused at construction."""
+    plain = ARSM("MlpPolicy", DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))] * 2), seed=3, **SMALL).learn(256)
+    venv = VecMonitor(DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2))
+    monitored = ARSM("MlpPolicy", venv, seed=3, **SMALL).learn(256)
+    assert monitored.num_pseudo_steps == plain.num_pseudo_steps > 0
+    assert all(th.equal(a, b) for a, b in zip(monitored.policy.parameters(), plain.policy.parameters(), strict=True))
+    episodes = [(info["r"], info["l"]) for info in monitored.ep_info_buffer]
+    assert len(episodes) > 5 and episodes == [(info["r"], info["l"]) for info in plain.ep_info_buffer]
+    assert sum(length for _, length in episodes) <= monitored.num_timesteps  # real steps only
+
+    with pytest.raises(TypeError, match="cannot mirror the VecEnv wrapper DoubledObs"):
+        ARSM("MlpPolicy", DoubledObs(DummyVecEnv([lambda: gym.make("CartPole-v1")])), **SMALL)
+    with pytest.raises(TypeError, match="DoubledObs"):  # also under a supported layer
+        ARSM("MlpPolicy", VecMonitor(DoubledObs(DummyVecEnv([lambda: gym.make("CartPole-v1")]))), **SMALL)
+
+
 def test_deterministic_training() -> None:
     """Same seed, same parameters after training, bit for bit (CPU)."""
     params = []
@@ -175,8 +254,32 @@ def test_predict_and_evaluate() -> None:
     assert state is None and model.action_space.contains(action)
     actions, _ = model.predict(np.zeros((7, 4), dtype=np.float32))
     assert actions.shape == (7,)
-    mean, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=2)
-    assert mean > 0
+    # deterministic actions are the argmax of the policy's logits
+    observations = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    with th.no_grad():
+        greedy = model.policy(th.as_tensor(observations)).argmax(dim=1).numpy()
+    assert np.array_equal(model.predict(observations, deterministic=True)[0], greedy)
+    assert 0 < greedy.sum() < len(greedy)  # the observations reach both actions, so the check can tell them apart
+    # stochastic actions follow softmax(logits): z-test of the frequency of action 1 over 4,000 draws, |z| <= 4
+    with th.no_grad():
+        p_one = float(th.softmax(model.policy(th.as_tensor(observations[:1])), dim=1)[0, 1])
+    sampled, _ = model.predict(np.repeat(observations[:1], 4000, axis=0), deterministic=False)
+    assert abs(sampled.mean() - p_one) <= 4 * np.sqrt(p_one * (1 - p_one) / 4000), (sampled.mean(), p_one)
+    # evaluate_policy reports the episodes of an independent loop over the same seeded env, step for step
+    venv = DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))])
+    venv.seed(3)
+    rewards, lengths = evaluate_policy(model, venv, n_eval_episodes=2, return_episode_rewards=True)
+    env = gym.make("CartPole-v1")
+    expected = []
+    obs, _ = env.reset(seed=3)
+    for _ in range(2):
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(int(model.predict(obs, deterministic=True)[0]))
+            total, done = total + float(reward), terminated or truncated
+        expected.append(total)
+        obs, _ = env.reset()
+    assert rewards == expected and lengths == [int(r) for r in expected]  # CartPole pays 1 per step
 
 
 def test_callbacks(tmp_path) -> None:

@@ -620,6 +620,59 @@ SWEEP = [
 ]
 
 
+def lunar_lander_heuristic_actions(n: int, seed: int) -> list[int]:
+    """Actions of gymnasium's hand-written LunarLander controller over ``n`` steps from ``reset(seed=seed)``: it
+    keeps the lander flying for 150+ steps, where random actions crash it within about 90."""
+    from gymnasium.envs.box2d.lunar_lander import heuristic
+
+    env = gym.make("LunarLander-v3")
+    obs, _ = env.reset(seed=seed)
+    out = []
+    for _ in range(n):
+        out.append(int(heuristic(env.unwrapped, obs)))
+        obs, _, terminated, truncated, _ = env.step(out[-1])
+        assert not (terminated or truncated), "the controller's episode ended inside the prefix"
+    return out
+
+
+LONG_PREFIX = [
+    pytest.param("MiniGrid-KeyCorridorS3R3-v0", {}, "minigrid", id="KeyCorridor",
+                 marks=pytest.mark.skipif(not HAS_MINIGRID, reason="minigrid is not installed")),
+    pytest.param("MiniGrid-MultiRoom-N4-S5-v0", {}, "minigrid", id="MultiRoom",
+                 marks=pytest.mark.skipif(not HAS_MINIGRID, reason="minigrid is not installed")),
+    pytest.param("FrozenLake-v1", {"is_slippery": True, "map_name": "8x8"}, "toy_text", id="FrozenLake-8x8"),
+    pytest.param("LunarLander-v3", {}, "replay", id="LunarLander-no-wind",
+                 marks=pytest.mark.skipif(not HAS_BOX2D, reason="Box2D (gymnasium[box2d]) is not installed")),
+    pytest.param("ALE/Pong-v5", {"repeat_action_probability": 0.0}, "atari", id="Pong-p0",
+                 marks=pytest.mark.skipif(not HAS_ALE, reason="ale-py is not installed")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("env_id", "kwargs", "family"), LONG_PREFIX)
+def test_exact_restore_after_a_long_prefix(env_id: str, kwargs: dict[str, Any], family: str) -> None:
+    """CI-sized case of the slow sweep: a 160-step prefix, then snapshot, wander, restore, and a 100-step
+    continuation bit-identical to an untouched twin (also from a scratch copy). LunarLander's prefix has no reset,
+    so its snapshot replays all 160 steps (Box2D replay drift would show)."""
+    env = make_cloneable(gym.make(env_id, **kwargs))
+    twin = gym.make(env_id, **kwargs)
+    assert family_of(env) == family
+    env.reset(seed=5)
+    twin.reset(seed=5)
+    prefix = lunar_lander_heuristic_actions(160, seed=5) if family == "replay" else actions(env, 1, 160)
+    since_reset = run_prefix(env, twin, prefix)
+    snap = clone_state(env)
+    if family == "replay":
+        assert snap.restore_steps == since_reset == 160
+    continuation = actions(env, 2, 100)
+    reference = transitions(twin, continuation)
+    transitions(env, actions(env, 3, 30))
+    restore_state(env, snap)
+    assert_same(transitions(env, continuation), reference, "after restore")
+    sim = scratch_copy(env)
+    restore_state(sim, snap)
+    assert_same(transitions(sim, continuation), reference, "in a scratch copy")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 7])
 @pytest.mark.parametrize(("env_id", "kwargs"), SWEEP, ids=[f"{i}-{k}" for i, k in SWEEP])

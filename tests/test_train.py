@@ -336,3 +336,45 @@ def test_rl_zoo_launcher_with_subproc_workers(tmp_path: Path) -> None:
     )  # fmt: skip
     assert_ok(result)
     assert "pseudo_rollouts" in result.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna not installed (pip install -e '.[zoo]')")
+def test_optuna_sampler_gives_valid_arsm_hyperparameters() -> None:
+    """agents/zoo.py's Optuna search space: a fixed trial maps to the documented constructor arguments, and every
+    trial of a (seeded) study builds an ARSM with them; the converter turns the stored raw parameters back into them."""
+    import optuna
+    from torch import nn
+
+    from agents.zoo import convert_arsm_params, sample_arsm_params
+
+    raw = {"net_arch": "medium", "activation_fn": "relu", "max_pseudo_rollouts": 0, "learning_rate": 0.02,
+           "n_steps": 128, "one_minus_gamma": 0.01, "ent_coef": 1e-4}  # fmt: skip
+    params = sample_arsm_params(optuna.trial.FixedTrial(raw), n_actions=2, n_envs=1, additional_args={})
+    assert params == {
+        "learning_rate": 0.02, "n_steps": 128, "gamma": pytest.approx(0.99), "ent_coef": 1e-4,
+        "max_pseudo_rollouts": None, "policy_kwargs": {"net_arch": [128, 128], "activation_fn": nn.ReLU},
+    }  # fmt: skip
+    budget = sample_arsm_params(optuna.trial.FixedTrial({**raw, "max_pseudo_rollouts": 16}), 2, 1, {})
+    assert budget["max_pseudo_rollouts"] == 16
+
+    built: list[tuple[dict, ARSM]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        sampled = sample_arsm_params(trial, n_actions=2, n_envs=1, additional_args={})
+        built.append((sampled, ARSM("MlpPolicy", "CartPole-v1", **sampled)))
+        assert convert_arsm_params(trial.params) == sampled
+        return 0.0
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=6)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6  # the space is sampled, not fixed
+    for sampled, model in built:
+        assert model.n_steps == sampled["n_steps"] in (64, 128, 256, 512)
+        assert 0.95 <= model.gamma <= 0.999 and 1e-8 <= model.ent_coef <= 0.05
+        assert model.learning_rate == sampled["learning_rate"] and 1e-3 <= model.learning_rate <= 0.1
+        assert model.max_pseudo_rollouts in (None, 16, 64, 256)
+        hidden = [m.out_features for m in model.policy.modules() if isinstance(m, nn.Linear)][:-1]
+        assert hidden in ([64, 64], [128, 128])
+        assert any(isinstance(m, sampled["policy_kwargs"]["activation_fn"]) for m in model.policy.modules())
