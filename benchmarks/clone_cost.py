@@ -207,8 +207,6 @@ def _fmt(x: float) -> str:
 
 def render(rows: list[dict], replay: list[dict], have: dict[str, bool], args: argparse.Namespace, wall: float) -> str:
     lines = [
-        "# Clone cost per env family (arsm_rl.cloning)",
-        "",
         f"Command: `python benchmarks/clone_cost.py{' --quick' if args.quick else ''}` "
         f"(median of {args.repeats} repeats, each ≥ {args.min_time} s; total {wall:.0f} s).",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, gymnasium {gym.__version__}"

@@ -9,7 +9,8 @@ per-update gradient estimates, each from its own fresh batch of real data (the s
 between draws, after a burn-in, so batches come from the policy's on-policy stream as in training) and
 its own pseudo rollouts. Estimators: ARSM's ``arsm``, ``ar``, ``reinforce``, ``rloo`` and ``all_action``,
 and A2C's advantage estimator (see ``a2c`` below). The reference gradient is the mean of
-``--ref-repeats`` further, independent ``all_action`` estimates.
+``--ref-repeats`` further, independent ``all_action`` estimates. ARSM draws ``--arsm-repeats`` estimates
+(more than the others) so that its bias check below can tell a 10 % bias from noise.
 
 All estimators estimate the same vector: the gradient of the undiscounted-state-weighting surrogate
 (1/N) sum_t sum_a pi(a|s_t) Q(s_t, a) over the on-policy stream, Q discounted with gamma = 0.99 and no
@@ -33,12 +34,19 @@ Two settings per snapshot:
 
 Per estimator: total variance (trace of the covariance of the R draws), noise-to-signal ratio (total
 variance / |g|^2, |g|^2 estimated without bias from the reference draws), mean cosine of single draws to
-the reference, cosine of the draws' mean to the reference (a bias check), and simulator steps per estimate.
+the reference, cosine of the draws' mean to the reference, and simulator steps per estimate.
+
+Bias check: the projection of the draws' mean on the reference, mean_draws . r / |g|^2, has expectation 1 for
+an unbiased estimator (r is independent of the draws). Its error has two parts: the draws' own (``projection_se``,
+from the spread of the per-draw projections) and the reference's, which every row of a snapshot shares: to first
+order the projection moves by -(r - g) . g / |g|^2, whose standard error is the reference row's own
+``projection_se``. ``projection_se_total`` combines the two (independent) parts and ``projection_z`` =
+(projection - 1) / ``projection_se_total``; |z| > 3 would be evidence of bias.
 The per-update gradient is read from the parameters' ``.grad`` after one ``train()`` with plain SGD and no
 clipping (the loss gradient; the first draw checks that the SGD step with learning rate 1 moved the
 parameters by exactly minus it).
 
-    python benchmarks/gradient_quality.py                # about 10-20 min on 2 shared cores
+    python benchmarks/gradient_quality.py                # about 15 min of one core
     python benchmarks/gradient_quality.py --quick --out /tmp/gq   # about 20 s, for tests
 """
 
@@ -79,7 +87,8 @@ LABELS = {
 class Config:
     snapshots: tuple[int, ...] = (0, 2048, 3328)
     repeats: int = 48
-    ref_repeats: int = 64
+    arsm_repeats: int = 768
+    ref_repeats: int = 1024
     n_steps: int = 256
     burn_in: int = 512  # real steps per sub-env before the first draw
     max_envs: int = 8  # sub-envs of the large rollout-free batches
@@ -90,7 +99,15 @@ class Config:
 
 
 QUICK = Config(
-    snapshots=(0, 256), repeats=3, ref_repeats=3, n_steps=64, burn_in=64, critic_envs=8, critic_steps=100, critic_epochs=30
+    snapshots=(0, 256),
+    repeats=3,
+    arsm_repeats=4,
+    ref_repeats=3,
+    n_steps=64,
+    burn_in=64,
+    critic_envs=8,
+    critic_steps=100,
+    critic_epochs=30,
 )
 
 
@@ -269,8 +286,15 @@ def reference_stats(ref: Samples) -> tuple[np.ndarray, float, float]:
     return mean, signal, math.sqrt(min(1.0, signal / max(float(mean @ mean), 1e-30)))
 
 
-def summarise(samples: Samples, ref_mean: np.ndarray, signal: float, seed: int = 0) -> dict[str, Any]:
-    """Variance, noise-to-signal ratio (with a bootstrap interval), cosines and the bias check of one set of draws."""
+def summarise(
+    samples: Samples, ref_mean: np.ndarray, signal: float, ref_projection_se: float | None, seed: int = 0
+) -> dict[str, Any]:
+    """
+    Variance, noise-to-signal ratio (with a bootstrap interval), cosines and the bias check of one set of draws.
+
+    :param ref_projection_se: the reference's own share of the projection's standard error (the reference row's
+        ``projection_se``); ``None`` for the reference row itself, whose bias check is not defined
+    """
     draws = np.array(samples.grads)
     variances = draws.var(0, ddof=1)
     norms = np.linalg.norm(draws, axis=1)
@@ -280,6 +304,12 @@ def summarise(samples: Samples, ref_mean: np.ndarray, signal: float, seed: int =
     mean = draws.mean(0)
     sim_steps = float(np.mean(samples.sim_steps))
     total_variance = float(variances.sum())
+    projection_se = float(projections.std(ddof=1) / math.sqrt(len(projections)))
+    se_total: float | str = ""
+    z: float | str = ""
+    if ref_projection_se is not None:
+        se_total = math.hypot(projection_se, ref_projection_se)
+        z = (float(projections.mean()) - 1.0) / se_total
     rng = np.random.default_rng(seed)
     boot = [draws[rng.integers(len(draws), size=len(draws))].var(0, ddof=1).sum() / signal for _ in range(200)]
     return {
@@ -300,7 +330,9 @@ def summarise(samples: Samples, ref_mean: np.ndarray, signal: float, seed: int =
         "cosine_se": float(cosines.std(ddof=1) / math.sqrt(len(cosines))),
         "cosine_of_mean": float(mean @ ref_mean / max(np.linalg.norm(mean) * ref_norm, 1e-30)),
         "projection_mean": float(projections.mean()),
-        "projection_se": float(projections.std(ddof=1) / math.sqrt(len(projections))),
+        "projection_se": projection_se,
+        "projection_se_total": se_total,
+        "projection_z": z,
         "projection_median": float(np.median(projections)),
         "grad_norm_mean": float(norms.mean()),
         "seconds_per_estimate": round(float(np.mean(samples.seconds)), 4),
@@ -320,7 +352,8 @@ def run_snapshot(index: int, step: int, state: dict[str, th.Tensor], cfg: Config
     critic, explained = fit_value_baseline(state, cfg, seed + 7)
     natural: dict[str, Samples] = {}
     for k, name in enumerate(("arsm", "rloo", "all_action")):
-        natural.update(sample_gradients(state, (name,), cfg, seed=seed + 10 + k, repeats=cfg.repeats, n_steps=n))
+        repeats = cfg.arsm_repeats if name == "arsm" else cfg.repeats
+        natural.update(sample_gradients(state, (name,), cfg, seed=seed + 10 + k, repeats=repeats, n_steps=n))
     natural.update(sample_gradients(state, ROLLOUT_FREE, cfg, seed=seed + 20, repeats=cfg.repeats, n_steps=n, critic=critic))
     budget_steps = float(np.mean(natural["arsm"].sim_steps))
     budget_rollouts = max(1, round(float(np.mean(natural["arsm"].rollouts))))
@@ -352,16 +385,23 @@ def run_snapshot(index: int, step: int, state: dict[str, th.Tensor], cfg: Config
         "reference_norm": float(np.sqrt(signal)),
         "critic_explained_variance": round(explained, 3),
     }
-    rows.append({**common, "setting": "reference", "estimator": "all_action", **summarise(ref, ref_mean, signal)})
+    reference = summarise(ref, ref_mean, signal, None)
+    rows.append({**common, "setting": "reference", "estimator": "all_action", **reference})
     for setting, group in (("natural", natural), ("matched", matched)):
         for name in ESTIMATORS:
-            rows.append({**common, "setting": setting, "estimator": name, **summarise(group[name], ref_mean, signal)})
+            summary = summarise(group[name], ref_mean, signal, reference["projection_se"])
+            rows.append({**common, "setting": setting, "estimator": name, **summary})
     print(f"snapshot {step}: {time.perf_counter() - tick:.0f} s, reference cosine to truth ~{ref_cos:.3f}", flush=True)
     for row in rows:
         print(
             f"  {row['setting']:9s} {row['estimator']:10s} sim {row['sim_steps']:>9} var {row['total_variance']:.3e} "
             f"nsr {row['noise_to_signal']:.3g} [{row['nsr_boot_lo']:.3g}, {row['nsr_boot_hi']:.3g}] "
-            f"cos {row['cosine_mean']:.3f} proj {row['projection_mean']:.2f}+-{row['projection_se']:.2f}",
+            f"cos {row['cosine_mean']:.3f} proj {row['projection_mean']:.3f}+-{row['projection_se']:.3f} "
+            + (
+                f" (with reference {row['projection_se_total']:.3f}, z {row['projection_z']:+.1f})"
+                if row["projection_z"] != ""
+                else ""
+            ),
             flush=True,
         )
     return rows
@@ -375,6 +415,21 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows ``write_csv`` wrote, with their numbers read back as the same ints and floats."""
+
+    def value(text: str) -> Any:
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    with open(path, newline="") as file:
+        return [{key: value(text) for key, text in row.items()} for row in csv.DictReader(file)]
 
 
 def plot(rows: list[dict[str, Any]], path: Path, n_steps: int) -> None:
@@ -421,8 +476,10 @@ def fmt(x: float) -> str:
 def markdown(rows: list[dict[str, Any]], cfg: Config, command: str, seconds: float) -> str:
     lines = [
         f"CartPole-v1, ARSM defaults seed {cfg.seed} trained to the snapshot; per-update gradient estimates at frozen "
-        f"parameters, {cfg.repeats} draws per estimator, reference = mean of {cfg.ref_repeats} independent all-action "
-        f"draws (n_steps {cfg.n_steps}). Surrogate: undiscounted state weighting, gamma = {GAMMA} in Q.",
+        f"parameters, {cfg.repeats} draws per estimator ({cfg.arsm_repeats} for ARSM), reference = mean of "
+        f"{cfg.ref_repeats} independent all-action draws (n_steps {cfg.n_steps}). Surrogate: undiscounted state "
+        f"weighting, gamma = {GAMMA} in Q. Projection on g: mean ± the draws' standard error, then the standard error "
+        "with the reference's own error added and z = (projection - 1) / that.",
         "",
         "| snapshot (real steps) | policy mean return | reference draws | est. cosine(reference, true gradient) | ‖g‖ "
         "| A2C critic explained variance |",
@@ -436,10 +493,11 @@ def markdown(rows: list[dict[str, Any]], cfg: Config, command: str, seconds: flo
             )
     header = (
         "| snapshot | estimator | real steps | rollout cap | sim steps / estimate | total variance "
-        "| variance / ‖g‖² [90% bootstrap] | NSR x ksteps | mean cosine | projection on g (1 = unbiased) |"
+        "| variance / ‖g‖² [90% bootstrap] | NSR x ksteps | mean cosine | projection on g (1 = unbiased) "
+        "| se with reference, z |"
     )
     for setting in ("natural", "matched"):
-        lines += ["", f"**{setting}**", "", header, "|---|---|---|---|---:|---:|---|---:|---|---|"]
+        lines += ["", f"**{setting}**", "", header, "|---|---|---|---|---:|---:|---|---:|---|---|---|"]
         for r in rows:
             if r["setting"] != setting:
                 continue
@@ -449,7 +507,8 @@ def markdown(rows: list[dict[str, Any]], cfg: Config, command: str, seconds: flo
                 f"| {r['sim_steps']:.0f} | {fmt(r['total_variance'])} "
                 f"| {fmt(r['noise_to_signal'])} [{fmt(r['nsr_boot_lo'])}, {fmt(r['nsr_boot_hi'])}] "
                 f"| {fmt(r['nsr_x_ksteps'])} | {r['cosine_mean']:.3f} ± {r['cosine_se']:.3f} "
-                f"| {r['projection_mean']:.2f} ± {r['projection_se']:.2f} |"
+                f"| {r['projection_mean']:.3f} ± {r['projection_se']:.3f} "
+                f"| {r['projection_se_total']:.3f}, z {r['projection_z']:+.1f} |"
             )
     lines += [
         "",
@@ -460,11 +519,73 @@ def markdown(rows: list[dict[str, Any]], cfg: Config, command: str, seconds: flo
     return "\n".join(lines) + "\n"
 
 
+EN_DASH = "\u2013"
+
+
+def short(x: float) -> str:
+    """Two significant digits, whole numbers from 100 on (the README's condensed cells)."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.2g}"
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    """The README's condensed tables: noise-to-signal, cosine and cost per cell, and the bias check per cell."""
+    snapshots = sorted({r["snapshot_steps"] for r in rows})
+    cell = {(r["setting"], r["estimator"], r["snapshot_steps"]): r for r in rows}
+    header = "| estimator | " + " | ".join(
+        f"{s} steps (return {cell['reference', 'all_action', s]['policy_return']:.0f})" for s in snapshots
+    )
+    rule = "|---|" + "---|" * len(snapshots)
+    order = ("arsm", "all_action", "rloo", "a2c", "reinforce", "ar")
+    lines: list[str] = []
+    for setting in ("natural", "matched"):
+        lines += [f"**{setting}**", "", header + " |", rule]
+        for name in order:
+            cells = []
+            for s in snapshots:
+                r = cell[setting, name, s]
+                text = (
+                    f"{short(r['noise_to_signal'])} [{short(r['nsr_boot_lo'])}{EN_DASH}{short(r['nsr_boot_hi'])}] "
+                    f"· cos {r['cosine_mean']:.2f} · {r['sim_steps'] / 1000:.1f}k"
+                )
+                if setting == "matched" and r["max_pseudo_rollouts"] != "":
+                    text += f", cap {r['max_pseudo_rollouts']}"
+                elif setting == "matched" and r["n_envs"] > 1:
+                    text += f", {r['n_envs']}x{r['n_steps']} real"
+                elif setting == "matched" and name in ("rloo", "all_action"):
+                    text += " (no cap: under ARSM's budget)"
+                cells.append(text)
+            lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "**bias check**: projection of the draws' mean on g (1 = unbiased) ± its standard error with the reference's "
+        "own error included, and z = (projection - 1) / that error; draws per estimate in brackets",
+        "",
+        header + " |",
+        rule,
+    ]
+    for setting, names in (("natural", order), ("matched", ("a2c", "reinforce", "ar", "all_action"))):
+        for name in names:
+            cells = []
+            for s in snapshots:
+                r = cell[setting, name, s]
+                reused = setting == "matched" and r["max_pseudo_rollouts"] == "" and r["n_envs"] == 1
+                cells.append(
+                    "= natural"
+                    if reused
+                    else f"{r['projection_mean']:.2f} ± {r['projection_se_total']:.2f}, z {r['projection_z']:+.1f} "
+                    f"({r['repeats']})"
+                )
+            label = LABELS[name] + (", matched" if setting == "matched" else "")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny run (2 snapshots, 3 draws, n_steps 64) for tests")
     parser.add_argument("--snapshots", type=str, default=None, help="comma-separated real-step counts, e.g. 0,2048,3328")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--arsm-repeats", type=int, default=None)
     parser.add_argument("--ref-repeats", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -473,6 +594,7 @@ def main() -> None:
     if args.snapshots:
         cfg.snapshots = tuple(int(s) for s in args.snapshots.split(","))
     cfg.repeats = args.repeats or cfg.repeats
+    cfg.arsm_repeats = args.arsm_repeats or cfg.arsm_repeats
     cfg.ref_repeats = args.ref_repeats or cfg.ref_repeats
     start = time.perf_counter()
     states = train_snapshots(cfg.snapshots, cfg.seed)
@@ -485,7 +607,8 @@ def main() -> None:
     plot(rows, args.out / "gradient_quality.png", cfg.n_steps)
     command = "python benchmarks/gradient_quality.py" + (" --quick" if args.quick else "")
     (args.out / "gradient_quality.md").write_text(markdown(rows, cfg, command, seconds))
-    print(f"done in {seconds:.0f} s; wrote {args.out}/gradient_quality.{{csv,md,png}}")
+    (args.out / "gradient_quality_summary.md").write_text(summary_markdown(rows))
+    print(f"done in {seconds:.0f} s; wrote {args.out}/gradient_quality{{.csv,.md,.png,_summary.md}}")
 
 
 if __name__ == "__main__":

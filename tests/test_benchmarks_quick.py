@@ -34,13 +34,29 @@ def test_gradient_quality_quick(tmp_path: Path) -> None:
             "all_action"
         ]
     assert len(rows) == 2 * (1 + 2 * len(ESTIMATORS))
+    reference = {r["snapshot_steps"]: r for r in rows if r["setting"] == "reference"}
     for row in rows:
         for key in NUMERIC:
             assert math.isfinite(float(row[key])), (row["estimator"], key, row[key])
         assert float(row["sim_steps"]) >= float(row["real_steps"]) > 0
-        assert -1.0 <= float(row["cosine_mean"]) <= 1.0
+        if row["snapshot_steps"] == "0":  # near-uniform policy: every estimate points along the reference
+            assert float(row["cosine_mean"]) > 0.3, (row["setting"], row["estimator"], row["cosine_mean"])
+        if row["setting"] == "reference":
+            assert row["projection_se_total"] == row["projection_z"] == ""  # no bias check of the reference itself
+            continue
+        # The bias check adds the reference's own error (its row's projection_se) to the draws'.
+        total = math.hypot(float(row["projection_se"]), float(reference[row["snapshot_steps"]]["projection_se"]))
+        assert float(row["projection_se_total"]) == pytest.approx(total)
+        assert float(row["projection_z"]) == pytest.approx((float(row["projection_mean"]) - 1.0) / total)
+    assert {r["repeats"] for r in rows if r["estimator"] == "arsm"} == {"4"}  # QUICK.arsm_repeats
     assert (tmp_path / "gradient_quality.png").stat().st_size > 0
     assert "ARSM" in (tmp_path / "gradient_quality.md").read_text()
+    # The README's condensed tables are what the CSV says.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gradient_quality
+
+    summary = (tmp_path / "gradient_quality_summary.md").read_text()
+    assert summary == gradient_quality.summary_markdown(gradient_quality.read_csv(tmp_path / "gradient_quality.csv"))
 
 
 def test_rl_benchmark_quick(tmp_path: Path) -> None:
@@ -53,15 +69,19 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
     )
     with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
         rows = {row["algo"]: row for row in csv.DictReader(file)}
+    with open(tmp_path / "rl_CartPole-v1_curves.csv", newline="") as file:
+        curves = list(csv.DictReader(file))
     assert set(rows) == {"arsm", "ppo"}
-    for row in rows.values():
-        assert row["solved"] in ("True", "False")
+    for algo, row in rows.items():
+        evaluations = [float(c["eval_mean"]) for c in curves if c["algo"] == algo]
+        assert len(evaluations) >= 2, algo
         assert 0 < int(row["real_steps"]) <= 2_000 + 256  # stops at an evaluation, never long past the budget
-        assert int(row["episodes"]) > 0 and math.isfinite(float(row["final_eval"]))
+        assert int(row["episodes"]) > 0 and float(row["final_eval"]) == evaluations[-1]
+        # Solved means an evaluation reached the threshold, and the run stopped at the first that did.
+        assert (row["solved"] == "True") == (max(evaluations) >= 475) == (evaluations[-1] >= 475), (algo, evaluations)
+        assert all(e < 475 for e in evaluations[:-1]), (algo, evaluations)
     assert int(rows["ppo"]["simulator_steps"]) == int(rows["ppo"]["real_steps"])
     assert int(rows["arsm"]["simulator_steps"]) > int(rows["arsm"]["real_steps"])  # pseudo rollouts counted
-    with open(tmp_path / "rl_CartPole-v1_curves.csv", newline="") as file:
-        assert len(list(csv.DictReader(file))) >= 2
     assert (tmp_path / "rl_CartPole-v1.png").stat().st_size > 0
 
     # A second invocation merges: it replaces the rows of its own (algo, seed) and keeps the others.
@@ -92,17 +112,50 @@ def test_rl_benchmark_rejects_unknown_algo() -> None:
     assert "unknown algos sac; choose from arsm," in result.stderr.strip().splitlines()[-1]
 
 
-def test_readme_tables_match_results() -> None:
-    """Every generated table in benchmarks/README.md equals its results file (python benchmarks/sync_readme.py)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from sync_readme import sync
+#: Every table of results in the documents, and a cell of it (a stale copy of it must be caught).
+INCLUDED = {
+    "benchmarks/README.md": {
+        "results/summary.md": "| ARSM real steps | 6,000 (5/5 solved) |",
+        "results/toy.md": "| ARSM | 0.5327 |",
+        "results/clone_cost.md": "| MiniGrid-DoorKey-8x8 | minigrid | 159 |",
+        "results/rl_CartPole-v1.md": "| arsm | 5/5 |",
+        "results/rl_Acrobot-v1.md": "| arsm-paper | 0/5 |",
+        "results/rl_LunarLander-v3.md": "| ppo | 1/3 |",
+        "results/throughput.md": "| CartPole-v1 | 64 |",
+        "results/gradient_quality_summary.md": "| ARSM | ",
+    },
+    "docs/arsm.md": {"../benchmarks/results/rl_CartPole-v1.md": "| arsm | 5/5 |"},
+}
 
-    readme = ROOT / "benchmarks" / "README.md"
-    text = readme.read_text()
-    assert text.count("<!-- include ") == 3
-    assert sync(text, readme.parent) == (text, [])
-    stale_text = text.replace("| arsm | 5/5 |", "| arsm | 4/5 |", 1)
-    assert sync(stale_text, readme.parent) == (text, ["results/rl_CartPole-v1.md"])
+
+@pytest.mark.parametrize("document", sorted(INCLUDED))
+def test_document_tables_match_results(document: str) -> None:
+    """Every table of results in a document equals its results file (python benchmarks/sync_readme.py)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sync_readme import DOCUMENTS, sync
+
+    path = ROOT / document
+    assert path in DOCUMENTS
+    text = path.read_text()
+    assert text.count("<!-- include ") == len(INCLUDED[document])
+    assert sync(text, path.parent) == (text, [])
+    for results, cell in INCLUDED[document].items():
+        assert text.count(cell) >= 1, (results, cell)
+        block = text.index(f"<!-- include {results} -->")
+        stale = text[:block] + text[block:].replace(cell, cell.replace("|", "| x", 2), 1)
+        assert sync(stale, path.parent) == (text, [results]), results
+
+
+def test_summaries_are_computed_from_the_results() -> None:
+    """results/summary.md and results/gradient_quality_summary.md are what their scripts compute from the CSVs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gradient_quality
+    import summary
+
+    results = ROOT / "benchmarks" / "results"
+    assert (results / "summary.md").read_text() == summary.markdown(results)
+    rows = gradient_quality.read_csv(results / "gradient_quality.csv")
+    assert (results / "gradient_quality_summary.md").read_text() == gradient_quality.summary_markdown(rows)
 
 
 def test_pseudo_stats_counts_replayed_restores(tmp_path: Path) -> None:
