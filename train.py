@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections.abc
 import importlib
 import importlib.util
 import inspect
+import json
 import pickle
 import re
 import shutil
+import signal
 import sys
+import time
+import types
+import typing
+import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,11 +48,19 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.utils import LinearSchedule
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecFrameStack,
+    VecNormalize,
+    sync_envs_normalization,
+)
 
 import envs  # noqa: F401  (registers the arsm/ env ids)
 from agents import ALGOS, ARSM_FAMILY, load_preset, preset_envs
 from arsm_rl.cloning import NotCloneableError, clone_state, make_cloneable, register_optional_envs
+from arsm_rl.policies import observation_space_problem
 
 #: Preset keys that configure the environment or the run rather than the algorithm's constructor.
 ENV_KEYS = ("n_timesteps", "n_envs", "normalize", "env_wrapper", "frame_stack", "env_kwargs")
@@ -63,42 +78,93 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see python train.py --help)")
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+#: RL Zoo's hyperparameter-search flags: the search runs through RL Zoo itself (``python -m agents.zoo``).
+OPTIMIZE_FLAGS = ("-optimize", "--optimize-hyperparameters", "--n-trials", "--max-total-trials", "--n-jobs", "--sampler",
+                  "--pruner", "--n-startup-trials", "--n-evaluations", "--storage", "--study-name", "--no-optim-plots",
+                  "-optimize-params", "--optimization-log-path")  # fmt: skip
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line flags, named as in RL Baselines3 Zoo's ``train.py``."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    optimize = [a for a in args_list if a.split("=", 1)[0] in OPTIMIZE_FLAGS]
+    if optimize:
+        rest = " ".join(args_list)
+        raise UsageError(
+            f"{optimize[0]}: hyperparameter search runs through RL Zoo itself, with ARSM registered: "
+            f"python -m agents.zoo train {rest} (needs pip install -e '.[zoo]')"
+        )
     p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--algo", default="arsm", help=f"algorithm: {', '.join(ALGOS)}")
     p.add_argument("--env", default="CartPole-v1", help="Gymnasium id (also arsm/... and module:EnvId)")
-    p.add_argument("-n", "--n-timesteps", type=int, default=-1, help="real env steps (-1: the preset's)")
-    p.add_argument("--seed", type=int, default=-1, help="random seed (-1: draw one)")
-    p.add_argument("--n-envs", type=int, default=-1, help="parallel envs (-1: the preset's)")
+    p.add_argument("-n", "--n-timesteps", type=_positive, default=None, help="real env steps (default: the preset's)")
+    p.add_argument("--seed", type=_at_least(-1), default=-1, help="random seed (-1: draw one)")
+    p.add_argument("--n-envs", type=_positive, default=None, help="parallel envs (default: the preset's)")
     p.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv type")
+    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="keyword arguments of gym.make")
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard folder ('' for none)")
     p.add_argument("-f", "--log-folder", default="logs", help="where run folders are created")
+    p.add_argument("-uuid", "--uuid", action="store_true", help="append a unique id to the run folder's name")
     p.add_argument("--eval-freq", type=int, default=25_000, help="evaluate every N real steps (<= 0 disables)")
-    p.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    p.add_argument("--eval-episodes", type=_positive, default=5, help="episodes per evaluation")
+    p.add_argument("--n-eval-envs", type=_positive, default=1, help="envs of the evaluation VecEnv")
+    p.add_argument("--eval-env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
+                   help="keyword arguments of gym.make for the evaluation env (default: --env-kwargs)")  # fmt: skip
     p.add_argument("--stochastic", action="store_true", help="evaluate the stochastic policy (default: deterministic)")
     p.add_argument("--save-freq", type=int, default=-1, help="checkpoint every N real steps (<= 0 disables)")
-    p.add_argument("--log-interval", type=int, default=-1, help="updates between log dumps (-1: the algorithm's)")
+    p.add_argument("--log-interval", type=_at_least(-2), default=-1,
+                   help="updates between progress tables (-1: about 20 per run, -2: none)")  # fmt: skip
     p.add_argument(
         "-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE", help="override preset values (Python literals)"
     )
     p.add_argument("-conf", "--conf-file", default=None, help="preset YAML to read instead of agents/<algo>.yml")
     p.add_argument("--preset", default=None, help="named variant: reads the key <env>-<preset> (e.g. paper)")
     p.add_argument("-i", "--trained-agent", default="", help="model zip to continue training (or to evaluate)")
+    p.add_argument("--weights-only", action="store_true",
+                   help="with -i: build the model from the preset and read only the zip's weights (no pickle)")  # fmt: skip
     p.add_argument("--eval-only", action="store_true", help="evaluate --trained-agent and exit")
     p.add_argument("--gym-packages", nargs="+", default=[], help="modules to import (they register envs)")
     p.add_argument("--device", default="auto", help="torch device")
     p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
-    p.add_argument("-P", "--progress", action="store_true", help="show a progress bar (needs tqdm and rich)")
+    p.add_argument("-P", "--progress", action="store_true", help="show a progress bar (default: on an interactive terminal)")
     p.add_argument("--verbose", type=int, default=1, help="0 silent, 1 progress table, 2 debug (tracebacks)")
     p.add_argument("--list", action="store_true", help="print the envs each algorithm has presets for")
-    return p.parse_args(argv)
+    args = p.parse_args(args_list)
+    if args.log_interval == 0:
+        raise UsageError("--log-interval must be >= 1, -1 (about 20 tables per run) or -2 (none)")
+    return args
 
 
 # ---------------------------------------------------------------------------------------------- hyperparameters
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+def parse_overrides(items: Sequence[str], what: str = "-params") -> dict[str, Any]:
     """
     ``key:value`` pairs to a dict; values are Python literals (``0.01``, ``None``, ``[64, 64]``, ``"rloo"``).
 
@@ -112,7 +178,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, text = item.partition(":")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise UsageError(f"malformed -params entry {item!r}: write key:value, e.g. learning_rate:0.01")
+            raise UsageError(f"malformed {what} entry {item!r}: write key:value, e.g. learning_rate:0.01")
         try:
             value: Any = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -120,7 +186,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
                 value = text
             else:
                 raise UsageError(
-                    f"malformed -params value {item!r}: use a Python literal, e.g. n_steps:128, gamma:0.98 or estimator:rloo"
+                    f"malformed {what} value {item!r}: use a Python literal, e.g. n_steps:128, gamma:0.98 or estimator:rloo"
                 ) from None
         out[key] = value
     return out
@@ -180,6 +246,63 @@ def build_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
     if isinstance(kwargs.get("policy_kwargs"), str):
         kwargs["policy_kwargs"] = _eval_code("policy_kwargs", kwargs["policy_kwargs"])
     return kwargs
+
+
+def constructor_hints(cls: type) -> dict[str, Any]:
+    """Type annotations of the keyword parameters of ``cls.__init__``, following ``**kwargs`` up the class hierarchy."""
+    hints: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        try:
+            found = typing.get_type_hints(klass.__init__)
+        except (NameError, TypeError):  # an annotation that cannot be resolved: no check for that class
+            found = {}
+        for name, hint in found.items():
+            hints.setdefault(name, hint)
+        if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(klass.__init__).parameters.values()):
+            break
+    return hints
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is allowed by the annotation ``hint`` (unknown kinds of annotation allow everything)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is collections.abc.Callable:
+        return callable(value)
+    if origin is type:
+        return isinstance(value, type)
+    if isinstance(origin, type):
+        return isinstance(value, origin)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def check_types(algo: str, kwargs: dict[str, Any]) -> None:
+    """
+    Refuse constructor arguments whose type the constructor's annotations do not allow (``gamma:high``,
+    ``learning_rate:[1, 2]``), before anything is built. Values are checked by the constructor afterwards.
+
+    :raises UsageError: naming the key, the value and the expected type
+    """
+    hints = constructor_hints(ALGOS[algo])
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            expected = str(hint).replace("collections.abc.", "").replace("typing.", "").replace("<class '", "")
+            expected = expected.replace("'>", "")
+            raise UsageError(f"{key}:{value!r} is not a valid {key} for {algo} (expected {expected}); check -params or preset")
 
 
 def _plain(value: Any) -> Any:
@@ -252,14 +375,15 @@ def normalize_kwargs(setting: Any, gamma: Any) -> dict[str, Any] | None:
 
 
 def probe_preset_env(env_id: str, algo: str, settings: dict[str, Any]) -> None:
-    """:func:`probe_env` with the ``env_kwargs`` of a preset's env settings (see :func:`split_preset`)."""
+    """:func:`probe_env` with the ``env_kwargs`` and ``env_wrapper`` of a preset's env settings (see :func:`split_preset`)."""
     env_kwargs = settings.get("env_kwargs") or {}
-    probe_env(env_id, algo, _eval_code("env_kwargs", env_kwargs) if isinstance(env_kwargs, str) else env_kwargs)
+    env_kwargs = _eval_code("env_kwargs", env_kwargs) if isinstance(env_kwargs, str) else env_kwargs
+    probe_env(env_id, algo, env_kwargs, _wrapper_from_spec(settings.get("env_wrapper")))
 
 
-def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any]) -> None:
+def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None = None) -> None:
     """
-    Make one env to turn bad ids, action spaces and uncloneable envs into one-line errors early.
+    Make one env to turn bad ids, observation and action spaces and uncloneable envs into one-line errors early.
 
     :raises UsageError: with what to do about it
     """
@@ -274,6 +398,11 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any]) -> None:
     except TypeError as error:
         raise UsageError(f"cannot make {env_id} with env_kwargs {env_kwargs} ({error}); check env_kwargs") from None
     try:
+        if wrapper is not None:
+            env = wrapper(env)
+        problem = observation_space_problem(env.observation_space)
+        if problem is not None:
+            raise UsageError(f"cannot train on {env_id}: {problem} (a preset names it in env_wrapper, as RL Zoo's do)")
         if algo in ARSM_FAMILY:
             if not isinstance(env.action_space, spaces.Discrete | spaces.MultiDiscrete):
                 raise UsageError(
@@ -346,12 +475,12 @@ class HParamCallback(BaseCallback):
         return True
 
 
-def next_run_dir(log_folder: str, algo: str, env_id: str) -> Path:
-    """``<log_folder>/<algo>/<env>_<k>`` with k one more than the largest existing run."""
+def next_run_dir(log_folder: str, algo: str, env_id: str, suffix: str = "") -> Path:
+    """``<log_folder>/<algo>/<env>_<k><suffix>`` with k one more than the largest existing run (``-uuid``: a suffix)."""
     root = Path(log_folder) / algo
-    pattern = re.compile(rf"^{re.escape(env_name(env_id))}_(\d+)$")
+    pattern = re.compile(rf"^{re.escape(env_name(env_id))}_(\d+)(_[0-9a-f-]{{36}})?$")
     runs = [int(m.group(1)) for p in root.glob("*") if (m := pattern.match(p.name))] if root.exists() else []
-    path = root / f"{env_name(env_id)}_{max(runs, default=0) + 1}"
+    path = root / f"{env_name(env_id)}_{max(runs, default=0) + 1}{suffix}"
     path.mkdir(parents=True)
     return path
 
@@ -366,14 +495,15 @@ _LOAD_ERRORS = (
     pickle.UnpicklingError,
     AttributeError,
     AssertionError,
+    TypeError,
 )
 
 
-def load_model(algo: str, path: str, **kwargs: Any) -> BaseAlgorithm:
+def model_file(path: str) -> Path:
     """
-    Load a model zip with friendly errors.
+    The model zip ``path`` names (``.zip`` may be left out).
 
-    :raises UsageError: if the file is missing or not a model of ``algo``
+    :raises UsageError: if there is no such file
     """
     file = Path(path)
     if not file.is_file() and file.with_suffix(".zip").is_file():
@@ -382,6 +512,52 @@ def load_model(algo: str, path: str, **kwargs: Any) -> BaseAlgorithm:
         raise UsageError(
             f"model file not found: {path} (pass the .zip written by train.py, e.g. logs/arsm/CartPole-v1_1/CartPole-v1.zip)"
         )
+    return file
+
+
+def model_algo(file: Path) -> str | None:
+    """
+    The ``--algo`` a model zip belongs to, read from its JSON ``data`` (nothing is unpickled): the algorithm whose
+    constructor parameters best match the saved attributes (ARSM-family zips give ``arsm``).
+
+    :return: the algorithm, or ``None`` if the file is not a Stable-Baselines3 model zip
+    """
+    try:
+        with zipfile.ZipFile(file) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return None
+    if not isinstance(data, dict) or "policy_class" not in data:
+        return None
+    saved = set(data)
+
+    def score(algo: str) -> int:
+        params = set(constructor_parameters(ALGOS[algo]))
+        return len(params & saved) - len(params - saved)
+
+    return max(ALGOS, key=score)
+
+
+def check_model_algo(algo: str, file: Path) -> None:
+    """
+    :raises UsageError: if ``file`` is not a model zip, or holds a model of another algorithm than ``algo``
+    """
+    found = model_algo(file)
+    if found is None:
+        raise UsageError(f"{file} is not a Stable-Baselines3 model zip (pass the .zip written by train.py)")
+    if found != algo and not (found in ARSM_FAMILY and algo in ARSM_FAMILY):
+        raise UsageError(f"{file} holds a model of --algo {found}, not --algo {algo}: pass --algo {found}")
+
+
+def load_model(algo: str, path: str, **kwargs: Any) -> BaseAlgorithm:
+    """
+    Load a model zip with friendly errors. SB3's ``load`` unpickles parts of the zip, which can run code: load only
+    files you trust (see :func:`load_weights` for the others).
+
+    :raises UsageError: if the file is missing or not a model of ``algo``
+    """
+    file = model_file(path)
+    check_model_algo(algo, file)
     try:
         return ALGOS[algo].load(file, **kwargs)
     except _LOAD_ERRORS as error:
@@ -390,19 +566,58 @@ def load_model(algo: str, path: str, **kwargs: Any) -> BaseAlgorithm:
         ) from None
 
 
+def load_weights(model: BaseAlgorithm, algo: str, path: str) -> None:
+    """
+    ``--weights-only``: put the zip's network weights into ``model`` (built from the preset) without reading its
+    pickled parts (SB3's ``set_parameters``: the ``.pth`` files are read with ``torch.load(weights_only=True)``).
+
+    :raises UsageError: if the file is missing, of another algorithm, or its weights do not fit the network
+    """
+    file = model_file(path)
+    check_model_algo(algo, file)
+    try:
+        model.set_parameters(str(file), exact_match=True, device=model.device)
+    except _LOAD_ERRORS as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(
+            f"the weights in {file} do not fit the preset's network ({reason}); pass the -params it was trained with"
+        ) from None
+
+
 def _vecnormalize_path(model_path: str) -> Path:
     return Path(model_path).resolve().parent / "vecnormalize.pkl"
 
 
-def evaluate_only(args: argparse.Namespace, settings: dict[str, Any], gamma: Any) -> int:
+def _refuse_pickled_statistics(args: argparse.Namespace) -> None:
+    if args.weights_only and _vecnormalize_path(args.trained_agent).is_file():
+        raise UsageError(
+            f"--weights-only does not read {_vecnormalize_path(args.trained_agent)} (VecNormalize statistics are a "
+            "pickle, which can run code); use a model you trust without --weights-only"
+        )
+
+
+def make_eval_env(args: argparse.Namespace, settings: dict[str, Any], seed: int) -> VecEnv:
+    """The evaluation env: ``--n-eval-envs`` envs, ``--eval-env-kwargs`` (default: the training env's kwargs)."""
+    eval_settings = dict(settings)
+    if args.eval_env_kwargs:
+        eval_settings["env_kwargs"] = parse_overrides(args.eval_env_kwargs, what="--eval-env-kwargs")
+    return make_env(args.env, eval_settings, args.n_eval_envs, seed, cloneable=False)
+
+
+def evaluate_only(args: argparse.Namespace, settings: dict[str, Any], kwargs: dict[str, Any]) -> int:
     """``--eval-only``: print mean +- std of the return of ``--trained-agent`` over ``--eval-episodes``."""
-    model = load_model(args.algo, args.trained_agent, device=args.device)
     seed = max(args.seed, 0)
-    venv = make_env(args.env, settings, 1, seed, cloneable=False)
-    stats = _vecnormalize_path(args.trained_agent)
-    if stats.is_file():
-        venv = VecNormalize.load(str(stats), venv)
-        venv.training, venv.norm_reward = False, False
+    venv = make_eval_env(args, settings, seed)
+    if args.weights_only:
+        _refuse_pickled_statistics(args)
+        model = ALGOS[args.algo](env=venv, device=args.device, **kwargs)
+        load_weights(model, args.algo, args.trained_agent)
+    else:
+        model = load_model(args.algo, args.trained_agent, device=args.device)
+        stats = _vecnormalize_path(args.trained_agent)
+        if stats.is_file():
+            venv = VecNormalize.load(str(stats), venv)
+            venv.training, venv.norm_reward = False, False
     mean, std = evaluate_policy(model, venv, n_eval_episodes=args.eval_episodes, deterministic=not args.stochastic)
     policy = "stochastic" if args.stochastic else "deterministic"
     print(f"{args.algo} {args.env}: {mean:.2f} +- {std:.2f} over {args.eval_episodes} episodes ({policy} policy)")
@@ -451,8 +666,10 @@ def _check_setup(args: argparse.Namespace) -> None:
         th.set_num_threads(args.num_threads)
     if args.eval_only and not args.trained_agent:
         raise UsageError("--eval-only needs -i/--trained-agent PATH")
+    if args.weights_only and not args.trained_agent:
+        raise UsageError("--weights-only needs -i/--trained-agent PATH")
     if args.progress and not all(importlib.util.find_spec(name) for name in ("tqdm", "rich")):
-        raise UsageError("-P/--progress needs tqdm and rich: pip install -e '.[extra]'")
+        raise UsageError("-P/--progress needs tqdm and rich: pip install tqdm rich")
 
 
 def build_model(
@@ -464,7 +681,7 @@ def build_model(
 ) -> BaseAlgorithm:
     """A new model from the preset, or the ``-i`` model (with its VecNormalize statistics) on ``venv``."""
     tensorboard_log = args.tensorboard_log or None
-    if args.trained_agent:
+    if args.trained_agent and not args.weights_only:
         stats = _vecnormalize_path(args.trained_agent)
         if normalize is not None:
             venv = VecNormalize.load(str(stats), venv) if stats.is_file() else VecNormalize(venv, **normalize)
@@ -476,7 +693,7 @@ def build_model(
     if normalize is not None:
         venv = VecNormalize(venv, **normalize)
     try:
-        return ALGOS[args.algo](
+        model = ALGOS[args.algo](
             env=venv,
             seed=seed,
             device=args.device,
@@ -484,8 +701,13 @@ def build_model(
             tensorboard_log=tensorboard_log,
             **kwargs,
         )
+    except NotCloneableError as error:
+        raise UsageError(f"{args.env} cannot be cloned exactly: {error}") from None
     except (ValueError, TypeError) as error:
-        raise UsageError(f"invalid hyperparameters for {args.algo} ({error})") from None
+        raise UsageError(f"cannot build {args.algo} on {args.env}: {error}") from None
+    if args.weights_only:
+        load_weights(model, args.algo, args.trained_agent)
+    return model
 
 
 def make_callbacks(
@@ -506,12 +728,9 @@ def make_callbacks(
             CheckpointCallback(max(args.save_freq // n_envs, 1), str(run_dir), name_prefix="rl_model", save_vecnormalize=True)
         )
     if args.eval_freq > 0:
-        eval_env = make_env(args.env, settings, 1, seed + 10_000, cloneable=False)
-        if normalize is not None:
-            eval_env = VecNormalize(eval_env, training=False, norm_reward=False, **normalize)  # synced from the training env
         callbacks.append(
             EvalCallback(
-                eval_env,
+                _normalized_eval_env(make_eval_env(args, settings, seed + 10_000), normalize),
                 eval_freq=max(args.eval_freq // n_envs, 1),
                 n_eval_episodes=args.eval_episodes,
                 deterministic=not args.stochastic,
@@ -523,31 +742,91 @@ def make_callbacks(
     return callbacks
 
 
-def learn_and_save(args: argparse.Namespace, model: BaseAlgorithm, n_timesteps: int, callbacks: list[BaseCallback],
-                   run_dir: Path, seed: int) -> int:  # fmt: skip
-    """Train; on Ctrl-C stop early. Either way save the model (and VecNormalize statistics). Returns the exit status."""
-    learn_kwargs: dict[str, Any] = {"tb_log_name": f"{env_name(args.env)}__{args.algo}__{seed}"}
+def _normalized_eval_env(env: VecEnv, normalize: dict[str, Any] | None) -> VecEnv:
+    """The evaluation env, with frozen VecNormalize statistics (synced from the training env) when it normalises."""
+    return env if normalize is None else VecNormalize(env, training=False, norm_reward=False, **normalize)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (``timeout``, a scheduler, a container stop): stop and save, as on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def log_interval(args: argparse.Namespace, model: BaseAlgorithm, n_timesteps: int) -> int | None:
+    """Updates between progress tables: ``--log-interval``, none for -2, else about 20 tables per run."""
+    if args.log_interval == -2:
+        return None
     if args.log_interval > 0:
-        learn_kwargs["log_interval"] = args.log_interval
+        return int(args.log_interval)
+    per_update = getattr(model, "n_steps", 0) * model.n_envs
+    return max(1, round(n_timesteps / per_update / 20)) if per_update else 1
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """``-P``, or by default an interactive terminal (with the verbose table on)."""
+    return bool(args.progress or (args.verbose > 0 and sys.stderr.isatty()))
+
+
+def summary_line(args: argparse.Namespace, model: BaseAlgorithm, model_path: Path, seconds: float,
+                 evaluation: tuple[float, float] | None, seed: int) -> str:  # fmt: skip
+    """The run's outcome in one line: final evaluation, real and simulator steps, wall time, model, TensorBoard."""
+    parts = [f"{args.algo} {args.env} seed {seed}"]
+    if evaluation is not None:
+        parts.append(f"final evaluation {evaluation[0]:.2f} +- {evaluation[1]:.2f} over {args.eval_episodes} episodes")
+    pseudo = int(getattr(model, "num_pseudo_steps", 0))
+    steps = f"{model.num_timesteps:,} real steps"
+    parts.append(steps + (f" + {pseudo:,} pseudo steps" if pseudo else ""))
+    minutes, secs = divmod(round(seconds), 60)
+    parts.append(f"{minutes}m{secs:02d}s")
+    parts.append(f"model {model_path}")
+    if args.tensorboard_log:
+        parts.append(f"tensorboard --logdir {args.tensorboard_log}")
+    return "; ".join(parts)
+
+
+def learn_and_save(args: argparse.Namespace, model: BaseAlgorithm, n_timesteps: int, callbacks: list[BaseCallback],
+                   run_dir: Path, seed: int, final_eval_env: VecEnv) -> int:  # fmt: skip
+    """
+    Train; on Ctrl-C or SIGTERM stop early. Either way save the model (and VecNormalize statistics), then print the
+    summary line (with a final evaluation when training was not interrupted). Returns the exit status.
+    """
+    learn_kwargs: dict[str, Any] = {"tb_log_name": f"{env_name(args.env)}__{args.algo}__{seed}"}
     model_path = run_dir / f"{env_name(args.env)}.zip"
     status = 0
+    start = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         model.learn(
             n_timesteps,
             callback=callbacks,
-            progress_bar=args.progress,
+            log_interval=log_interval(args, model, n_timesteps),  # type: ignore[arg-type]
+            progress_bar=show_progress(args),
             reset_num_timesteps=not args.trained_agent,
             **learn_kwargs,
         )
-    except KeyboardInterrupt:
-        status = 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        status = 130 if isinstance(stop, KeyboardInterrupt) else 143
         print(f"\ninterrupted at {model.num_timesteps} steps; saving. Continue with: -i {model_path}", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    seconds = time.perf_counter() - start
     model.save(model_path)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
         vec_normalize.save(str(run_dir / "vecnormalize.pkl"))
+    evaluation = None
+    if status == 0:
+        if vec_normalize is not None:
+            sync_envs_normalization(vec_normalize, final_eval_env)
+        deterministic = not args.stochastic
+        mean, std = evaluate_policy(model, final_eval_env, n_eval_episodes=args.eval_episodes, deterministic=deterministic)
+        evaluation = (float(mean), float(std))
+    final_eval_env.close()
     if args.verbose > 0:
-        print(f"saved {model_path}")
+        print(summary_line(args, model, model_path, seconds, evaluation, seed))
     assert model.env is not None
     model.env.close()
     return status
@@ -560,21 +839,28 @@ def train(args: argparse.Namespace) -> int:
     _check_setup(args)
     key, raw = read_preset(args)
     settings, hyperparams = split_preset(args.algo, raw)
+    if args.env_kwargs:
+        settings["env_kwargs"] = parse_overrides(args.env_kwargs, what="--env-kwargs")
     probe_preset_env(args.env, args.algo, settings)
     normalize = normalize_kwargs(settings.get("normalize"), hyperparams.get("gamma"))
+    kwargs = build_kwargs(hyperparams)
+    check_types(args.algo, kwargs)
     if args.eval_only:
-        return evaluate_only(args, settings, hyperparams.get("gamma"))
+        return evaluate_only(args, settings, kwargs)
 
     seed = args.seed if args.seed >= 0 else int(np.random.default_rng().integers(2**31 - 1))
-    n_envs = args.n_envs if args.n_envs > 0 else int(settings.get("n_envs", 1))
-    if args.n_timesteps <= 0 and "n_timesteps" not in settings:
+    n_envs = args.n_envs or int(settings.get("n_envs", 1))
+    if args.n_timesteps is None and "n_timesteps" not in settings:
         raise UsageError(f"preset {key!r} has no n_timesteps; pass -n N")
-    n_timesteps = args.n_timesteps if args.n_timesteps > 0 else int(float(settings["n_timesteps"]))
-    kwargs = build_kwargs(hyperparams)
-    if args.trained_agent:
-        load_model(args.algo, args.trained_agent)  # a bad -i file fails before a run folder is made
+    n_timesteps = args.n_timesteps or int(float(settings["n_timesteps"]))
+    if args.trained_agent:  # a bad -i file fails before a run folder is made
+        if args.weights_only:
+            _refuse_pickled_statistics(args)
+            check_model_algo(args.algo, model_file(args.trained_agent))
+        else:
+            load_model(args.algo, args.trained_agent)
 
-    run_dir = next_run_dir(args.log_folder, args.algo, args.env)
+    run_dir = next_run_dir(args.log_folder, args.algo, args.env, f"_{uuid.uuid4()}" if args.uuid else "")
     venv = make_env(
         args.env, settings, n_envs, seed, cloneable=args.algo in ARSM_FAMILY, vec_env=args.vec_env, monitor_dir=str(run_dir)
     )
@@ -605,7 +891,8 @@ def train(args: argparse.Namespace) -> int:
         yaml.safe_dump(config, file, sort_keys=False)
     hparams = {"algo": args.algo, "env": args.env, "seed": seed, "n_envs": n_envs, **resolved}
     callbacks = make_callbacks(args, settings, normalize, hparams, run_dir, n_envs, seed)
-    return learn_and_save(args, model, n_timesteps, callbacks, run_dir, seed)
+    final_eval_env = _normalized_eval_env(make_eval_env(args, settings, seed + 20_000), normalize)
+    return learn_and_save(args, model, n_timesteps, callbacks, run_dir, seed, final_eval_env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

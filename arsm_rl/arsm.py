@@ -16,7 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims
+from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
     ActFn,
     BranchPoint,
@@ -175,11 +175,14 @@ class ARSM(BaseAlgorithm):
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
-        # Refuse unsupported action spaces before anything else, then make the sub-envs cloneable.
+        # Refuse unsupported spaces before anything else, then make the sub-envs cloneable.
         try:
             action_dims(env.action_space)
         except ValueError as error:
             raise AssertionError(str(error)) from None
+        problem = observation_space_problem(env.observation_space)
+        if problem is not None:
+            raise ValueError(f"ARSM cannot train on this env: {problem}.")
         venv = BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
         enable_cloning(venv)
         return venv

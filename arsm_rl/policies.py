@@ -29,7 +29,46 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-__all__ = ["ARSMPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "action_dims"]
+__all__ = ["ARSMPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "action_dims", "observation_space_problem"]
+
+#: Observation spaces SB3's policies (and so ARSM's) take, alone or as the values of a ``Dict``.
+_FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def _is_text(space: spaces.Space) -> bool:
+    """A text space: gymnasium's ``Text`` or MiniGrid's ``MissionSpace`` (matched by name)."""
+    return isinstance(space, spaces.Text) or type(space).__name__ == "MissionSpace"
+
+
+def observation_space_problem(space: spaces.Space) -> str | None:
+    """
+    Why SB3's policies cannot take an observation space, with the wrapper that fixes it.
+
+    :param space: an env's observation space
+    :return: one sentence, or ``None`` when the space is supported (``Box``, ``Discrete``, ``MultiDiscrete``,
+        ``MultiBinary``, or a ``Dict`` of those)
+    """
+    if isinstance(space, _FLAT_SPACES):
+        return None
+    if isinstance(space, spaces.Dict):
+        text = [key for key, sub in space.spaces.items() if _is_text(sub)]
+        keep = [key for key in space.spaces if key not in text]
+        if text:
+            return (
+                f"its Dict observations have a text part {text[0]!r}, which SB3's policies cannot encode: for MiniGrid wrap "
+                "the env in minigrid.wrappers.ImgObsWrapper (image only) or FlatObsWrapper (image and mission, flattened), "
+                f"otherwise drop the text with gymnasium.wrappers.FilterObservation(env, {keep})"
+            )
+        if all(isinstance(sub, _FLAT_SPACES) for sub in space.spaces.values()):
+            return None
+        return (
+            "its Dict observations are nested, which SB3's policies cannot encode: wrap the env in "
+            "gymnasium.wrappers.FlattenObservation"
+        )
+    return (
+        f"SB3's policies cannot encode {type(space).__name__} observations: wrap the env in "
+        "gymnasium.wrappers.FlattenObservation (or an observation wrapper that returns a Box)"
+    )
 
 
 def action_dims(action_space: spaces.Space) -> np.ndarray:

@@ -144,10 +144,13 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_keyboard_interrupt_saves(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_saves(stop: signal.Signals, status: int, tmp_path: Path) -> None:
+    """Ctrl-C and SIGTERM (timeout, schedulers, container stops) both stop training and save the model."""
     proc = subprocess.Popen(
         [sys.executable, TRAIN, "--num-threads", "1", "--algo", "arsm", "--env", "CartPole-v1", "-n", "1000000",
-         "--seed", "0", "--eval-freq", "-1", "-params", "n_steps:32", "policy_kwargs:dict(net_arch=[16])"],
+         "--seed", "0", "--eval-freq", "-1", "--log-interval", "1", "-params", "n_steps:32",
+         "policy_kwargs:dict(net_arch=[16])"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=_default_sigint,
     )  # fmt: skip
@@ -156,9 +159,9 @@ def test_keyboard_interrupt_saves(tmp_path: Path) -> None:
     for line in proc.stdout:  # wait for the first progress table: training is under way
         if "total_timesteps" in line or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     assert "Continue with: -i" in err and "Traceback" not in err
     model = tmp_path / "logs" / "arsm" / "CartPole-v1_1" / "CartPole-v1.zip"
     assert ARSM.load(model).num_timesteps > 0
@@ -188,7 +191,22 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["-params", "learning_rate:lin_x"], ["malformed schedule"]),
         (["-params", "no_such_param:1"], ["takes no hyperparameter no_such_param"]),
         (["-params", "env_kwargs:dict(foo=1)"], ["cannot make CartPole-v1", "env_kwargs"]),
-        (["-params", "estimator:nope"], ["invalid hyperparameters", "Unknown estimator"]),
+        (["-params", "estimator:nope"], ["cannot build arsm on CartPole-v1", "Unknown estimator"]),
+        (["-params", "learning_rate:abc"], ["learning_rate:'abc' is not a valid learning_rate", "float"]),
+        (["-params", "learning_rate:[1,2]"], ["learning_rate:[1, 2] is not a valid learning_rate"]),
+        (["-params", "gamma:high"], ["gamma:'high' is not a valid gamma for arsm (expected float)"]),
+        (["-n", "0"], ["-n/--n-timesteps: must be >= 1, got 0"]),
+        (["-n", "-5"], ["-n/--n-timesteps: must be >= 1, got -5"]),
+        (["--n-envs", "0"], ["--n-envs: must be >= 1"]),
+        (["--seed", "-3"], ["--seed: must be >= -1"]),
+        (["--log-interval", "0"], ["--log-interval must be >= 1, -1"]),
+        (["-optimize", "--n-trials", "3"], ["hyperparameter search runs through RL Zoo", "python -m agents.zoo train"]),
+        (["--n-trials", "3"], ["python -m agents.zoo train"]),
+        (["--weights-only"], ["--weights-only needs -i"]),
+        (["--env", "Blackjack-v1"], ["cannot train on Blackjack-v1", "Tuple observations", "FlattenObservation"]),
+        (["--env", "MiniGrid-Empty-5x5-v0"], ["text part 'mission'", "ImgObsWrapper", "FlatObsWrapper"]),
+        (["--algo", "ppo", "--env", "MiniGrid-Empty-5x5-v0"], ["cannot train on MiniGrid-Empty-5x5-v0"]),
+        (["--env", "CliffWalking-v1"], ["CliffWalking-v1 has no time limit", "TimeLimit", "pseudo_horizon"]),
         (["--preset", "nope"], ["no preset 'CartPole-v1-nope'"]),
         (["-conf", "missing.yml"], ["preset file not found"]),
         (["--eval-only", "-i", "missing.zip"], ["model file not found: missing.zip"]),
@@ -217,7 +235,19 @@ def test_corrupt_model(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture,
         path.write_bytes((tmp_path / "good.zip").read_bytes()[:400])
     monkeypatch.chdir(tmp_path)
     code = train.main(["--eval-only", "-i", str(path)])
-    assert_one_line_error(code, capsys.readouterr().err, "cannot load", "model.zip")
+    assert_one_line_error(code, capsys.readouterr().err, "model.zip is not a Stable-Baselines3 model zip")
+
+
+@pytest.mark.parametrize(("saved", "asked"), [("ppo", "arsm"), ("arsm", "ppo"), ("a2c", "ppo"), ("ppo", "a2c")])
+@pytest.mark.parametrize("mode", [["--eval-only"], ["-n", "64"]])
+def test_model_of_another_algo(saved: str, asked: str, mode: list[str], tmp_path: Path, capsys, monkeypatch) -> None:
+    """A zip says which --algo it belongs to (read from its JSON, nothing unpickled)."""
+    ALGOS[saved]("MlpPolicy", "CartPole-v1", n_steps=8).save(tmp_path / "model.zip")
+    monkeypatch.chdir(tmp_path)
+    code = train.main(["--algo", asked, "-i", str(tmp_path / "model.zip"), "--eval-freq", "-1", *mode])
+    assert_one_line_error(code, capsys.readouterr().err, f"model of --algo {saved}, not --algo {asked}: pass --algo {saved}")
+    assert train.model_algo(tmp_path / "model.zip") == saved
+    assert not (tmp_path / "logs").exists()
 
 
 def test_bad_input_subprocess(tmp_path: Path) -> None:
@@ -252,6 +282,7 @@ def test_presets_complete_and_valid() -> None:
             _, raw = load_preset(algo, key) if not key.endswith("-paper") else load_preset(algo, key[:-6], variant="paper")
             settings, hyper = train.split_preset(algo, raw)  # raises on keys the constructor does not take
             kwargs = train.build_kwargs(hyper)
+            train.check_types(algo, kwargs)  # raises on values of the wrong type
             assert isinstance(kwargs.get("policy_kwargs", {}), dict)
             assert float(settings.get("n_timesteps", 1)) > 0
 
@@ -378,3 +409,76 @@ def test_optuna_sampler_gives_valid_arsm_hyperparameters() -> None:
         hidden = [m.out_features for m in model.policy.modules() if isinstance(m, nn.Linear)][:-1]
         assert hidden in ([64, 64], [128, 128])
         assert any(isinstance(m, sampled["policy_kwargs"]["activation_fn"]) for m in model.policy.modules())
+
+
+# ---------------------------------------------------------------------------------------------- issue 12
+
+
+def test_weights_only_does_not_run_a_pickled_payload(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    """Loading a zip unpickles its data (it can run code); --weights-only reads only the weights."""
+    import base64
+    import json
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (Path.touch, (tmp_path / "marker",))
+
+    ARSM("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [16]}).save(tmp_path / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(files["data"])
+    data["policy_class"][":serialized:"] = base64.b64encode(pickle.dumps(Payload())).decode()
+    files["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(tmp_path / "crafted.zip", "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    monkeypatch.chdir(tmp_path)
+    evaluate = ["--algo", "arsm", "--eval-only", "-i", "crafted.zip", "--eval-episodes", "1", "--seed", "0"]
+    assert train.main([*evaluate, "--weights-only", "-params", "policy_kwargs:dict(net_arch=[16])"]) == 0
+    assert "over 1 episodes" in capsys.readouterr().out
+    assert not (tmp_path / "marker").exists()
+    assert train.main([*evaluate, "--weights-only"]) == 2  # the preset's 64-64 network: the weights do not fit
+    assert "do not fit the preset's network" in capsys.readouterr().err
+    train.main(evaluate)  # SB3's load: the payload runs (why the docs say to load only files you trust)
+    assert (tmp_path / "marker").exists()
+
+
+def test_summary_line_and_table_interval(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["-n", "1280", "--seed", "0", "--eval-freq", "-1", "--eval-episodes", "2", "-params", "n_steps:32",
+            "policy_kwargs:dict(net_arch=[16])"]  # fmt: skip
+    assert train.main(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert sum(line.startswith("| time/") for line in out) == 20  # 40 updates, a table every second one
+    assert out[-1].startswith("arsm CartPole-v1 seed 0; final evaluation ")
+    assert "over 2 episodes; 1,280 real steps + " in out[-1] and " pseudo steps; " in out[-1]
+    assert out[-1].endswith("; model logs/arsm/CartPole-v1_1/CartPole-v1.zip")
+
+
+def test_rl_zoo_flags(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    """--env-kwargs, --eval-env-kwargs, --n-eval-envs, -uuid and --log-interval -2 (no tables), as in RL Zoo."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    args = ["-n", "128", "--seed", "0", "--eval-freq", "64", "--eval-episodes", "2", "--n-eval-envs", "2", "-uuid",
+            "--log-interval", "-2", "--env-kwargs", "sutton_barto_reward:True", "--eval-env-kwargs",
+            "sutton_barto_reward:False", "-params", *TINY_ARSM]  # fmt: skip
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("| time/") == out.count("| eval/") == 2  # tables only at the two evaluations (as in RL Zoo)
+    (run,) = (tmp_path / "logs" / "arsm").iterdir()
+    assert run.name.startswith("CartPole-v1_1_") and len(run.name) == len("CartPole-v1_1_") + 36
+    assert yaml.safe_load((run / "config.yml").read_text())["env_kwargs"] == {"sutton_barto_reward": True}
+    returns = [float(line.split(",")[0]) for line in (run / "0.monitor.csv").read_text().splitlines()[2:]]
+    assert returns and max(returns) <= 0  # Sutton and Barto's rewards: 0 per step, -1 at the end
+    assert np.load(run / "evaluations.npz")["results"].min() > 0  # the evaluation env keeps the usual +1 per step
+
+
+@pytest.mark.parametrize("algo", ["arsm", "ppo"])
+def test_minigrid_preset(algo: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    extra = ["-params", "n_steps:16"] if algo == "arsm" else []
+    assert train.main(["--algo", algo, "--env", "MiniGrid-Empty-5x5-v0", "-n", "32", "--seed", "0", "--eval-freq", "-1",
+                       "--eval-episodes", "1", "--verbose", "0", *extra]) == 0  # fmt: skip
+    assert (tmp_path / "logs" / algo / "MiniGrid-Empty-5x5-v0_1" / "MiniGrid-Empty-5x5-v0.zip").is_file()
