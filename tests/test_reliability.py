@@ -4,6 +4,7 @@ whose reset takes no options, envs without a time limit (issue 12, items 1-5 and
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -181,3 +182,27 @@ def test_env_without_time_limit_is_refused_unless_its_episodes_end() -> None:
     ARSM("MlpPolicy", gym.make("CliffWalking-v1", max_episode_steps=100), **SMALL)
     ARSM("MlpPolicy", gym.make("CliffWalking-v1"), pseudo_horizon=20, **SMALL)
     ARSM("MlpPolicy", RandomMDP(), **SMALL)  # no time limit, but its episodes end on their own
+
+
+# ------------------------------------------------------------------ 17. observation spaces SB3 cannot encode
+
+
+@pytest.mark.parametrize(
+    ("space", "fragment"),
+    [
+        (
+            spaces.Tuple([spaces.Discrete(3), spaces.Discrete(2)]),
+            "Tuple observations: wrap the env in gymnasium.wrappers.FlattenObservation",
+        ),
+        (spaces.Dict({"image": spaces.Box(0, 1, (2,)), "mission": spaces.Text(10)}), "text part 'mission'"),
+        (spaces.Dict({"a": spaces.Dict({"b": spaces.Discrete(2)})}), "nested"),
+    ],
+)
+def test_unsupported_observation_space_is_refused(space: spaces.Space, fragment: str) -> None:
+    class Odd(Walk):
+        observation_space = space
+
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        ARSM("MlpPolicy", Odd(), **SMALL)
+    flat = gym.wrappers.FlattenObservation(gym.make("Blackjack-v1"))  # the wrapper the message names
+    assert ARSM("MlpPolicy", flat, **SMALL).observation_space.shape == (45,)

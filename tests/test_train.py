@@ -482,3 +482,49 @@ def test_minigrid_preset(algo: str, tmp_path: Path, monkeypatch) -> None:
     assert train.main(["--algo", algo, "--env", "MiniGrid-Empty-5x5-v0", "-n", "32", "--seed", "0", "--eval-freq", "-1",
                        "--eval-episodes", "1", "--verbose", "0", *extra]) == 0  # fmt: skip
     assert (tmp_path / "logs" / algo / "MiniGrid-Empty-5x5-v0_1" / "MiniGrid-Empty-5x5-v0.zip").is_file()
+
+
+GLOBAL_RANDOM_MODULE = '''
+import random
+
+import gymnasium as gym
+import numpy as np
+
+
+class GlobalRandomWalk(gym.Env):
+    """Rewards from Python's global random: no snapshot can capture them."""
+
+    observation_space = gym.spaces.Box(-100, 100, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.x += 2 * int(action) - 1
+        return np.array([self.x], np.float32), random.random(), False, False, {}
+
+
+gym.register("GlobalRandomWalk-v0", entry_point=GlobalRandomWalk, max_episode_steps=20)
+'''
+
+
+def test_inexact_clones_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    (tmp_path / "global_random_env.py").write_text(GLOBAL_RANDOM_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    code = train.main(["--env", "global_random_env:GlobalRandomWalk-v0", "-n", "64", "--eval-freq", "-1"])
+    assert_one_line_error(code, capsys.readouterr().err, "cannot be cloned exactly", "not exact: reward diverged",
+                          "register_cloneable")  # fmt: skip
+    assert not (tmp_path / "logs").exists()
+
+
+def test_progress_bar_by_default_on_a_terminal(monkeypatch) -> None:
+    args = train.parse_args([])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert train.show_progress(args)
+    assert not train.show_progress(train.parse_args(["--verbose", "0"]))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not train.show_progress(args) and train.show_progress(train.parse_args(["-P"]))
