@@ -206,7 +206,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["--env", "Blackjack-v1"], ["cannot train on Blackjack-v1", "Tuple observations", "FlattenObservation"]),
         (["--env", "MiniGrid-FourRooms-v0"], ["text part 'mission'", "ImgObsWrapper", "FlatObsWrapper"]),
         (["--algo", "ppo", "--env", "MiniGrid-FourRooms-v0"], ["cannot train on MiniGrid-FourRooms-v0"]),
-        (["--env", "CliffWalking-v1"], ["CliffWalking-v1 has no time limit", "TimeLimit", "pseudo_horizon"]),
+        (["--env", "CliffWalking-v1", "--seed", "0"], ["CliffWalking-v1 has no time limit", "TimeLimit", "pseudo_horizon"]),
         (["--preset", "nope"], ["no preset 'CartPole-v1-nope'"]),
         (["-conf", "missing.yml"], ["preset file not found"]),
         (["--eval-only", "-i", "missing.zip"], ["model file not found: missing.zip"]),

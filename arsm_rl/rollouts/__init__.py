@@ -24,9 +24,10 @@ from arsm_rl.rollouts.engine import ActFn, BranchPoint, RolloutBatch, RolloutEng
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows, stack_obs
 from arsm_rl.rollouts.returns import discounted_returns
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
-from arsm_rl.rollouts.vec import PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
+from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
 
 __all__ = [
+    "PROBE_EPISODES",
     "PROBE_STEPS",
     "STEPPERS",
     "ActFn",

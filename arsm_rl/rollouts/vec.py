@@ -23,10 +23,12 @@ from arsm_rl.cloning import (
 )
 from arsm_rl.rollouts.obs import ObsPipeline
 
-__all__ = ["PROBE_STEPS", "VecCloner", "enable_cloning", "verify_rollouts"]
+__all__ = ["PROBE_EPISODES", "PROBE_STEPS", "VecCloner", "enable_cloning", "verify_rollouts"]
 
-#: Without a time limit or a horizon, an episode of uniformly random actions must end within this many steps.
+#: Without a time limit or a horizon, each of :data:`PROBE_EPISODES` episodes of uniformly random actions must end
+#: within this many steps.
 PROBE_STEPS = 2_000
+PROBE_EPISODES = 10
 
 
 def enable_cloning(venv: VecEnv) -> None:
@@ -91,8 +93,8 @@ def verify_rollouts(venv: VecEnv, *, horizon: int | None, seed: int = 0) -> None
     and numpy's global random states are put back). When the env's snapshots use anything but the built-in,
     tested methods (:func:`~arsm_rl.cloning.unverified_parts`), restores are checked bit for bit
     (:func:`~arsm_rl.cloning.verify_snapshots`). Without a ``horizon``, an env with no time limit (and not
-    of a family whose episodes end on their own) must end an episode of random actions within
-    :data:`PROBE_STEPS` steps, a stand-in for the untrained policy.
+    of a family whose episodes end on their own) must end each of :data:`PROBE_EPISODES` episodes of random actions
+    within :data:`PROBE_STEPS` steps, a stand-in for the untrained policy.
 
     :param venv: the training environment, prepared by :func:`enable_cloning`
     :param horizon: the pseudo rollouts' horizon (``None``: to the end of the episode)
@@ -116,13 +118,20 @@ def _check_episodes_end(env: gym.Env[Any, Any], seed: int) -> None:
         space = copy.deepcopy(env.action_space)
         space.seed(seed)
         env.reset(seed=seed)
-        for _ in range(PROBE_STEPS):
-            _, _, terminated, truncated, _ = env.step(space.sample())
-            if terminated or truncated:
-                return
-    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-    raise ValueError(
-        f"{name} has no time limit and an episode of random actions did not end in {PROBE_STEPS} steps, so pseudo "
-        "rollouts may never end: wrap the env in gymnasium.wrappers.TimeLimit (or make it with max_episode_steps=N), "
-        "or set pseudo_horizon=N"
-    )
+        for episode in range(PROBE_EPISODES):
+            if not _episode_ends(env, space):
+                name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+                raise ValueError(
+                    f"{name} has no time limit and episode {episode} of random actions did not end in {PROBE_STEPS} steps, "
+                    "so pseudo rollouts may never end: wrap the env in gymnasium.wrappers.TimeLimit (or make it with "
+                    "max_episode_steps=N), or set pseudo_horizon=N"
+                )
+            env.reset()
+
+
+def _episode_ends(env: gym.Env[Any, Any], space: gym.Space[Any]) -> bool:
+    for _ in range(PROBE_STEPS):
+        _, _, terminated, truncated, _ = env.step(space.sample())
+        if terminated or truncated:
+            return True
+    return False
