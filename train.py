@@ -115,7 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args_list = list(sys.argv[1:] if argv is None else argv)
     optimize = [a for a in args_list if a.split("=", 1)[0] in OPTIMIZE_FLAGS]
     if optimize:
-        rest = " ".join(args_list)
+        rest = " ".join(args_list if "--algo" in args_list else ["--algo", "arsm", *args_list])
         raise UsageError(
             f"{optimize[0]}: hyperparameter search runs through RL Zoo itself, with ARSM registered: "
             f"python -m agents.zoo train {rest} (needs pip install -e '.[zoo]')"
