@@ -165,19 +165,21 @@ def test_share_noise_rollout_of_the_true_action_is_the_real_return() -> None:
     assert rollouts.values[0] == real
 
 
-def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
-    """The numpy CartPole batch gives the same rewards and observations as the envs stepped one by one."""
-    venv = make_vec_env("CartPole-v1", n_envs=4, seed=0, env_kwargs=dict(max_episode_steps=60))
+@pytest.mark.parametrize(("env_id", "limit"), [("CartPole-v1", 60), ("Acrobot-v1", 60), ("MountainCar-v0", 60)])
+def test_batched_rollouts_are_bit_identical_to_stepping_envs(env_id: str, limit: int) -> None:
+    """The numpy batch gives the same rewards, ends and observations as the envs stepped one by one."""
+    venv = make_vec_env(env_id, n_envs=4, seed=0, env_kwargs=dict(max_episode_steps=limit))
     enable_cloning(venv)
     engine = RolloutEngine(venv)
     assert engine.stepper is BatchStepper
+    n_actions = int(venv.action_space.n)
     venv.reset()
     rng = np.random.default_rng(0)
     branches = []
-    for _ in range(30):  # branch points along random real trajectories, some near the 60-step limit
+    for _ in range(30):  # branch points along random real trajectories, some near the time limit
         branches += engine.branch_points(range(4))
-        venv.step(rng.integers(2, size=4))
-    first = rng.integers(2, size=len(branches))
+        venv.step(rng.integers(n_actions, size=4))
+    first = rng.integers(n_actions, size=len(branches))
     results = {}
     for vectorised in (False, True):
         engine.stepper = BatchStepper if vectorised else EnvStepper
@@ -186,7 +188,7 @@ def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
 
         def act(obs: np.ndarray, ids: np.ndarray, depth: int, seen: list = seen, policy=policy) -> np.ndarray:
             seen.append(obs.copy())
-            return (obs[:, 2] + 0.01 * policy.normal(size=len(ids)) > 0).astype(np.int64)
+            return policy.integers(n_actions, size=len(ids))
 
         batch = engine.run(branches, first, act, horizons=[None] * (len(branches) - 5) + [3] * 5)
         results[vectorised] = (batch.rewards, batch.lengths, seen)
@@ -194,6 +196,41 @@ def test_vectorised_cartpole_is_bit_identical_to_stepping_envs() -> None:
     assert np.array_equal(results[False][1], results[True][1])
     assert all(np.array_equal(a, b) for a, b in zip(results[False][2], results[True][2], strict=True))
     assert results[True][1].max() > 3
+
+
+def _random_states(env_id: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    """States over the whole state space (goal regions, angle wrapping and velocity bounds included)."""
+    if env_id == "Acrobot-v1":
+        return np.stack([rng.uniform(-np.pi, np.pi, n), rng.uniform(-np.pi, np.pi, n), rng.uniform(-4 * np.pi, 4 * np.pi, n),
+                         rng.uniform(-9 * np.pi, 9 * np.pi, n)], axis=1)  # fmt: skip
+    return np.stack([rng.uniform(-1.2, 0.6, n), rng.uniform(-0.07, 0.07, n)], axis=1)
+
+
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "MountainCar-v0"])
+def test_batched_dynamics_reproduce_the_env_everywhere(env_id: str) -> None:
+    """From 2,000 states spread over the state space, 20 random steps each: observations, rewards, terminations
+    and the internal state are bit-identical to Gymnasium's env (every row with at least one termination counted)."""
+    from arsm_rl.cloning import family
+
+    rng = np.random.default_rng(0)
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    states = _random_states(env_id, rng, 2000)
+    dynamics = family(env).dynamics(env, [(state,) for state in states])
+    live, ended = np.ones(len(states), dtype=bool), 0
+    for _ in range(20):
+        rows = np.flatnonzero(live)
+        actions = rng.integers(3, size=len(rows))
+        obs, rewards, terminated = dynamics.step(rows, actions)
+        for j, r in enumerate(rows):
+            env.state = dynamics_state = states[r].copy()
+            o, reward, term, _, _ = env.step(int(actions[j]))
+            assert np.array_equal(o, obs[j]) and reward == rewards[j] and term == terminated[j], (r, dynamics_state)
+            states[r] = np.asarray(env.state, dtype=np.float64)
+            assert np.array_equal(states[r], dynamics.state[r])
+        live[rows[terminated]] = False
+        ended += int(terminated.sum())
+    assert ended > 20  # terminations are part of what is compared
 
 
 def test_endless_rollouts_are_refused() -> None:
@@ -205,18 +242,30 @@ def test_endless_rollouts_are_refused() -> None:
     branch = engine.branch_points([0])
     stand_still = np.zeros(1, dtype=np.int64)  # "up" from the start: the episode never ends
     with pytest.raises(RuntimeError, match="pseudo_horizon"):
-        run_lockstep(engine.pool, branch, stand_still, engine.pipeline, lambda obs, ids, depth: stand_still[: len(ids)],
-                     max_episode_steps=500)
+        run_lockstep(
+            engine.pool,
+            branch,
+            stand_still,
+            engine.pipeline,
+            lambda obs, ids, depth: stand_still[: len(ids)],
+            max_episode_steps=500,
+        )
     batch = engine.run(branch, stand_still, lambda obs, ids, depth: stand_still[: len(ids)], horizons=[50])
     assert batch.lengths[0] == 50
 
 
 def test_stepper_registry_chooses_the_batch_only_where_it_is_exact() -> None:
-    """CartPole's numpy batch is chosen only where it reproduces the env: plain gym.make CartPole; not under a
-    wrapper that changes observations, not with two time limits, and never for a family without dynamics."""
+    """A numpy batch is chosen only where it reproduces the env: plain gym.make CartPole, Acrobot, MountainCar; not
+    under a wrapper that changes observations, not with two time limits, not for Acrobot's torque noise, and never
+    for a family without dynamics."""
     assert select_stepper(make_cloneable(gym.make("CartPole-v1"))) is BatchStepper
     shifted = gym.wrappers.TransformObservation(gym.make("CartPole-v1"), lambda obs: obs + 1.0, None)
     assert select_stepper(make_cloneable(shifted)) is EnvStepper
     twice = gym.wrappers.TimeLimit(gym.make("CartPole-v1"), max_episode_steps=20)
     assert select_stepper(make_cloneable(twice)) is EnvStepper
-    assert select_stepper(make_cloneable(gym.make("Acrobot-v1"))) is EnvStepper
+    assert select_stepper(make_cloneable(gym.make("Acrobot-v1"))) is BatchStepper
+    noisy = gym.make("Acrobot-v1")
+    noisy.unwrapped.torque_noise_max = 0.1  # draws from the env's RNG at every step: no batch for that
+    assert select_stepper(make_cloneable(noisy)) is EnvStepper
+    assert select_stepper(make_cloneable(gym.make("MountainCarContinuous-v0"))) is EnvStepper
+    assert select_stepper(make_cloneable(gym.make("Pendulum-v1"))) is EnvStepper

@@ -15,6 +15,7 @@ from typing import Any
 from gymnasium.utils import EzPickle
 
 from arsm_rl.cloning.access import Callbacks, InstanceDict, Methods, StateAccess
+from arsm_rl.cloning.dynamics import Dynamics
 from arsm_rl.cloning.snapshot import NotCloneableError
 
 #: Attributes of ``gymnasium.Env`` that are not episode state (the RNG is captured separately).
@@ -50,8 +51,9 @@ class Family:
         (e.g. to install trackers).
     :ivar shared_attrs: constant attributes (tables) that a :func:`~arsm_rl.cloning.scratch_copy`
         shares instead of copying.
-    :ivar dynamics: batched numpy dynamics of this family, used by the rollouts layer's batch
-        stepper; ``None`` when the family has none.
+    :ivar dynamics: batched numpy dynamics of this family (a :class:`~arsm_rl.cloning.dynamics.Dynamics`
+        subclass), used by the rollouts layer's batch stepper where its ``supports`` says so; ``None`` when the
+        family has none.
     :ivar verified: the method is one of the library's built-ins, tested bit-exact on these envs; other
         envs (the generic deepcopy, user adapters) are checked before ARSM trains on them
         (:func:`~arsm_rl.cloning.verify_snapshots`).
@@ -64,7 +66,7 @@ class Family:
     fingerprint: Callable[[Any], Any] = _no_fingerprint
     prepare: Callable[[Any], None] = _no_prepare
     shared_attrs: tuple[str, ...] = ()
-    dynamics: Any = None
+    dynamics: type[Dynamics] | None = None
     verified: bool = False
     bounded: bool = False
 

@@ -106,7 +106,8 @@ class BatchStepper(Stepper):
 
     @classmethod
     def supports(cls, env: gym.Env) -> bool:
-        if family(env).dynamics is None:
+        dynamics = family(env).dynamics
+        if dynamics is None or not dynamics.supports(env.unwrapped):
             return False
         limits = 0
         layer: Any = env
