@@ -127,6 +127,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=_at_least(-1), default=-1, help="random seed (-1: draw one)")
     p.add_argument("--n-envs", type=_positive, default=None, help="parallel envs (default: the preset's)")
     p.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv type")
+    p.add_argument("--rollout-workers", type=_at_least(0), default=None,
+                   help="ARSM family: processes for pseudo rollouts (default: the preset's, else 0: in process)")  # fmt: skip
+    p.add_argument("--rollout-backend", default=None, help="ARSM family: where rollout workers run (subproc)")
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="keyword arguments of gym.make")
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard folder ('' for none)")
     p.add_argument("-f", "--log-folder", default="logs", help="where run folders are created")
@@ -650,6 +653,12 @@ def read_preset(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     except (KeyError, ValueError) as error:
         raise UsageError(str(error).strip("'\"") + "; see python train.py --list") from None
     raw.update(parse_overrides(args.hyperparams))
+    for flag, key_name, value in (("--rollout-workers", "n_rollout_workers", args.rollout_workers),
+                                  ("--rollout-backend", "rollout_backend", args.rollout_backend)):  # fmt: skip
+        if value is not None:
+            if args.algo not in ARSM_FAMILY:
+                raise UsageError(f"{flag} is for the ARSM family (--algo {', '.join(ARSM_FAMILY)}), not {args.algo}")
+            raw[key_name] = value
     return key, raw
 
 

@@ -18,8 +18,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
-    ActFn,
     BranchPoint,
+    RacePolicy,
     RolloutEngine,
     discounted_returns,
     enable_cloning,
@@ -27,6 +27,7 @@ from arsm_rl.rollouts import (
     stack_obs,
     verify_rollouts,
 )
+from arsm_rl.rollouts.workers import BACKENDS, make_workers
 from arsm_rl.strategies import ESTIMATORS, Draws, Estimator, JointActions, StepBatch, distinct_codes
 from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport
 
@@ -90,6 +91,10 @@ class ARSM(BaseAlgorithm):
         the update's data)
     :param ent_coef: entropy bonus coefficient
     :param max_grad_norm: gradient clipping norm, ``None`` to disable
+    :param n_rollout_workers: 0 runs the rollouts in the training process; N >= 1 shares each update's rollouts out
+        among N persistent worker processes (started by :meth:`learn`, stopped when it returns), with the same
+        result bit for bit: each rollout draws its own noise and gets its own policy rows
+    :param rollout_backend: where the workers run: ``"subproc"`` (local processes)
     :param verify_env: before training on an env (at construction, :meth:`set_env` and :meth:`load`), check on a
         scratch copy that its snapshots restore exactly when they use anything but the built-in, tested methods,
         and, without ``pseudo_horizon`` or a time limit, that an episode of random actions ends
@@ -126,6 +131,8 @@ class ARSM(BaseAlgorithm):
         share_noise: bool = False,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = 0.5,
+        n_rollout_workers: int = 0,
+        rollout_backend: str = "subproc",
         verify_env: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -156,6 +163,12 @@ class ARSM(BaseAlgorithm):
             raise ValueError(f"max_pseudo_rollouts must be None or >= 1, got {max_pseudo_rollouts}.")
         if pseudo_horizon is not None and pseudo_horizon < 1:
             raise ValueError(f"pseudo_horizon must be None or >= 1, got {pseudo_horizon}.")
+        if not isinstance(n_rollout_workers, int) or isinstance(n_rollout_workers, bool) or n_rollout_workers < 0:
+            raise ValueError(f"n_rollout_workers must be a whole number >= 0, got {n_rollout_workers!r}.")
+        if rollout_backend not in BACKENDS:
+            raise ValueError(f"Unknown rollout_backend {rollout_backend!r}; choose one of {', '.join(BACKENDS)}.")
+        self.n_rollout_workers = n_rollout_workers
+        self.rollout_backend = rollout_backend
         self.n_steps = n_steps
         self.gamma = gamma
         self.estimator = estimator
@@ -241,17 +254,26 @@ class ARSM(BaseAlgorithm):
         )
         callback.on_training_start(locals(), globals())
         assert self.env is not None
-        while self.num_timesteps < total_timesteps:
-            collected = self._collect(self.env, callback)
-            if collected is None:
-                break
-            iteration += 1
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if log_interval is not None and iteration % log_interval == 0:
-                self.dump_logs(iteration)
-            self.train(collected)
+        try:
+            while self.num_timesteps < total_timesteps:
+                collected = self._collect(self.env, callback)
+                if collected is None:
+                    break
+                iteration += 1
+                self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+                if log_interval is not None and iteration % log_interval == 0:
+                    self.dump_logs(iteration)
+                self.train(collected)
+        finally:  # whatever stops training (the end, an exception, Ctrl-C), the workers stop with it
+            self.close_rollout_workers()
         callback.on_training_end()
         return self
+
+    def close_rollout_workers(self) -> None:
+        """Stop the rollout workers, if any are running (:meth:`learn` does it when it returns)."""
+        if self._engine is not None and self._engine.workers is not None:
+            self._engine.workers.close()
+            self._engine.workers = None
 
     def collect_update(self, callback: MaybeCallback = None) -> UpdateData:
         """
@@ -431,28 +453,14 @@ class ARSM(BaseAlgorithm):
         # the last used step reaches furthest past the data: h - (n - t_last) rewards are missing
         return max(0, self.pseudo_horizon - (len(used) - (start + int(needed[-1]))))
 
-    def _act_fn(self, branch_steps: np.ndarray, branch_envs: np.ndarray, real_noise: np.ndarray) -> ActFn:
-        """Policy of pseudo rollouts: race with pseudo noise (or the real noise, with ``share_noise``)."""
-        n = len(real_noise)
-
-        def act(obs: Any, ids: np.ndarray, depth: int) -> np.ndarray:
-            with th.no_grad():
-                logits = self.policy(obs_as_tensor(obs, self.device)).float().cpu()
-            noise = self._joint.noise(self._pseudo_rng, len(ids))
-            if self.share_noise:
-                steps = branch_steps[ids] + depth
-                shared = (branch_steps[ids] >= 0) & (steps < n)
-                noise[shared] = real_noise[steps[shared], branch_envs[ids][shared]]
-            return self._joint.env_actions(self._joint.race(logits, noise))
-
-        return act
-
     def run_rollouts(
         self, collected: UpdateData, requests: list[tuple[int, int]], tails: dict[int, int | None] | None = None
     ) -> RolloutValues:
         """
         Run pseudo and tail rollouts of an update in one lockstep batch with the current policy, as :meth:`train`
-        does (drawing from the pseudo-rollout random stream).
+        does: in this process or shared out among ``n_rollout_workers`` workers (started here if they are not running;
+        :meth:`learn` stops them, else :meth:`close_rollout_workers`), with the same result. One draw from the
+        pseudo-rollout random stream seeds the rollouts' own noise streams.
 
         :param collected: from :meth:`collect_update`
         :param requests: ``(row, action code)`` pairs to roll out, e.g. ``plan_update(collected).requests``
@@ -462,6 +470,9 @@ class ARSM(BaseAlgorithm):
         """
         assert self._engine is not None
         self.policy.set_training_mode(False)  # the policy that took the real steps (Dropout off, BatchNorm frozen)
+        if self.n_rollout_workers > 0 and self._engine.workers is None:
+            self._engine.workers = make_workers(self.rollout_backend, self.n_rollout_workers, self._engine.pool.take(1)[0],
+                                                self._engine.pipeline, self._engine.stepper)  # fmt: skip
         tails = tails or {}
         n_envs = collected.rewards.shape[1]
         branches = [_branch(collected.branches[row], self.estimator) for row, _ in requests]
@@ -469,14 +480,14 @@ class ARSM(BaseAlgorithm):
         steps = [row // n_envs for row, _ in requests] + [-1] * len(tails)  # tails never share the real noise
         envs = [row % n_envs for row, _ in requests] + list(tails)
         first = self._joint.decode(np.array([code for _, code in requests], dtype=np.int64).reshape(-1))
-        if tails:
-            with th.no_grad():
-                tail_obs = obs_as_tensor(select_rows(collected.tail_obs, list(tails)), self.device)
-                tail_logits = self.policy(tail_obs).float().cpu()
-            first = np.concatenate([first, self._joint.race(tail_logits, self._joint.noise(self._pseudo_rng, len(tails)))])
         if not branches:
             return RolloutValues(np.zeros(0), {}, 0, 0)
-        act = self._act_fn(np.array(steps), np.array(envs), collected.noise)
+        entropy = int(self._pseudo_rng.integers(2**63))
+        act = RacePolicy(self.policy, self._joint, entropy, len(branches), collected.noise, np.array(steps), np.array(envs),
+                         self.share_noise)  # fmt: skip
+        if tails:
+            tail_obs = select_rows(collected.tail_obs, list(tails))
+            first = np.concatenate([first, act.first_actions(tail_obs, np.arange(len(requests), len(branches)))])
         horizons = [self.pseudo_horizon] * len(requests) + list(tails.values())
         batch = self._engine.run(branches, self._joint.env_actions(first), act, horizons)
         ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
@@ -584,5 +595,3 @@ def _trailing_start(dones: np.ndarray) -> int:
     """First step of the episode still running at the end of ``dones`` (0 if none ended)."""
     ended = np.flatnonzero(dones)
     return int(ended[-1]) + 1 if len(ended) else 0
-
-

@@ -45,6 +45,7 @@ __all__ = [
     "JointActions",
     "RLOOEstimator",
     "ReinforceEstimator",
+    "RolloutNoise",
     "Selection",
     "StepBatch",
     "distinct_codes",
@@ -108,6 +109,45 @@ class JointActions:
         padded = self.padded(th.as_tensor(logits)).reshape(-1, c)
         swaps = swap_pseudo_actions(padded, th.as_tensor(noise).reshape(-1, c)).reshape(-1, k, c, c).numpy()
         return np.einsum("bkmj,k->bmj", swaps, self.strides)
+
+
+class RolloutNoise:
+    """
+    Each rollout's own noise stream: rollout ``r`` of an update draws its flat-Dirichlet noise from a generator
+    seeded with ``SeedSequence([entropy, r])``, in blocks of :attr:`BLOCK` steps, so that its noise at a depth
+    does not depend on which other rollouts run with it, in which order, process or batch.
+
+    :param actions: the action coding
+    :param entropy: the update's seed (one draw from the pseudo-rollout stream)
+    :param n_rollouts: number of rollouts of the update
+    """
+
+    #: steps of noise drawn at a time per rollout
+    BLOCK = 32
+
+    def __init__(self, actions: JointActions, entropy: int, n_rollouts: int) -> None:
+        self.actions = actions
+        self.entropy = entropy
+        k, c = actions.valid.shape
+        self._generators: dict[int, np.random.Generator] = {}
+        self._blocks = np.empty((n_rollouts, self.BLOCK, k, c), dtype=np.float32)
+        self._drawn = np.full(n_rollouts, -1, dtype=np.int64)  # index of the last block drawn, per rollout
+
+    def draw(self, ids: np.ndarray, depth: int) -> np.ndarray:
+        """
+        :param ids: rollout indices
+        :param depth: the step of those rollouts (0 for their first action)
+        :return: ``(len(ids), K, C)`` float32 noise of each rollout at that step
+        """
+        block = depth // self.BLOCK
+        for r in ids[self._drawn[ids] < block].tolist():
+            generator = self._generators.get(r)
+            if generator is None:
+                generator = self._generators[r] = np.random.default_rng(np.random.SeedSequence([self.entropy, r]))
+            while self._drawn[r] < block:  # blocks in order, whatever depths were asked for
+                self._blocks[r] = self.actions.noise(generator, self.BLOCK)
+                self._drawn[r] += 1
+        return self._blocks[ids, depth % self.BLOCK]
 
 
 def distinct_codes(codes: np.ndarray, n_joint: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

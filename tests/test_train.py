@@ -139,20 +139,25 @@ def test_baselines(algo: str, tmp_path: Path) -> None:
     assert ALGOS[algo].load(run / "CartPole-v1.zip").num_timesteps >= 256
 
 
-def _default_sigint() -> None:
-    """Background shells start jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt: undo that."""
+def _new_group_with_default_sigint() -> None:
+    """A process group of its own (to find its processes afterwards); and background shells start jobs with SIGINT
+    ignored, so that Python never raises KeyboardInterrupt: undo that."""
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize(("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_saves(stop: signal.Signals, status: int, tmp_path: Path) -> None:
-    """Ctrl-C and SIGTERM (timeout, schedulers, container stops) both stop training and save the model."""
+@pytest.mark.parametrize(
+    ("stop", "status", "workers"), [(signal.SIGINT, 130, "0"), (signal.SIGTERM, 143, "0"), (signal.SIGTERM, 143, "2")]
+)
+def test_interrupt_saves(stop: signal.Signals, status: int, workers: str, tmp_path: Path) -> None:
+    """Ctrl-C and SIGTERM (timeout, schedulers, container stops) both stop training and save the model; rollout
+    workers stop with the trainer (none of its process group is left)."""
     proc = subprocess.Popen(
         [sys.executable, TRAIN, "--num-threads", "1", "--algo", "arsm", "--env", "CartPole-v1", "-n", "1000000",
-         "--seed", "0", "--eval-freq", "-1", "--log-interval", "1", "-params", "n_steps:32",
-         "policy_kwargs:dict(net_arch=[16])"],
+         "--seed", "0", "--eval-freq", "-1", "--log-interval", "1", "--rollout-workers", workers, "-params",
+         "n_steps:32", "policy_kwargs:dict(net_arch=[16])"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=_new_group_with_default_sigint,
     )  # fmt: skip
     assert proc.stdout is not None
     deadline = time.monotonic() + 300
@@ -165,6 +170,23 @@ def test_interrupt_saves(stop: signal.Signals, status: int, tmp_path: Path) -> N
     assert "Continue with: -i" in err and "Traceback" not in err
     model = tmp_path / "logs" / "arsm" / "CartPole-v1_1" / "CartPole-v1.zip"
     assert ARSM.load(model).num_timesteps > 0
+    deadline = time.monotonic() + 30
+    while _group_members(proc.pid) and time.monotonic() < deadline:  # daemons exit right after the trainer
+        time.sleep(0.2)
+    assert _group_members(proc.pid) == []
+
+
+def _group_members(group: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -203,6 +225,9 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["-optimize", "--n-trials", "3"], ["hyperparameter search runs through RL Zoo", "python -m agents.zoo train"]),
         (["--n-trials", "3"], ["python -m agents.zoo train"]),
         (["--weights-only"], ["--weights-only needs -i"]),
+        (["--rollout-workers", "-1"], ["--rollout-workers: must be >= 0"]),
+        (["--rollout-backend", "nope"], ["Unknown rollout_backend 'nope'; choose one of subproc"]),
+        (["--algo", "ppo", "--rollout-workers", "2"], ["--rollout-workers is for the ARSM family"]),
         (["--env", "Blackjack-v1"], ["cannot train on Blackjack-v1", "Tuple observations", "FlattenObservation"]),
         (["--env", "MiniGrid-FourRooms-v0"], ["text part 'mission'", "ImgObsWrapper", "FlatObsWrapper"]),
         (["--algo", "ppo", "--env", "MiniGrid-FourRooms-v0"], ["cannot train on MiniGrid-FourRooms-v0"]),

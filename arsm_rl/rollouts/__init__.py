@@ -20,13 +20,24 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
   with the same floating point operations for real and pseudo trajectories (equal rewards give bit-equal values).
 """
 
-from arsm_rl.rollouts.engine import ActFn, BranchPoint, RolloutBatch, RolloutEngine, run_lockstep
+from arsm_rl.rollouts.engine import (
+    POLICY_BLOCK,
+    ActFn,
+    BranchPoint,
+    RolloutBatch,
+    RolloutEngine,
+    block_rows,
+    pad_rows,
+    run_lockstep,
+)
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows, stack_obs
+from arsm_rl.rollouts.policy import RacePolicy
 from arsm_rl.rollouts.returns import discounted_returns
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
 
 __all__ = [
+    "POLICY_BLOCK",
     "PROBE_EPISODES",
     "PROBE_STEPS",
     "STEPPERS",
@@ -36,13 +47,16 @@ __all__ = [
     "EnvStepper",
     "Obs",
     "ObsPipeline",
+    "RacePolicy",
     "RolloutBatch",
     "RolloutEngine",
     "ScratchPool",
     "Stepper",
     "VecCloner",
+    "block_rows",
     "discounted_returns",
     "enable_cloning",
+    "pad_rows",
     "run_lockstep",
     "select_rows",
     "select_stepper",

@@ -14,12 +14,18 @@ from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows
 from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import VecCloner
 
-__all__ = ["ActFn", "BranchPoint", "RolloutBatch", "RolloutEngine", "run_lockstep"]
+__all__ = ["POLICY_BLOCK", "ActFn", "BranchPoint", "RolloutBatch", "RolloutEngine", "block_rows", "pad_rows", "run_lockstep"]
 
 #: ``act(obs_batch, rollout_ids, depth) -> actions``: the policy used inside pseudo rollouts.
-#: ``obs_batch`` holds the live rollouts' observations, ``rollout_ids`` their indices in the
-#: request list and ``depth`` the number of steps they have already taken.
+#: ``obs_batch`` holds the observations of the rollouts ``rollout_ids`` (indices in the request list),
+#: ``depth`` the number of steps they have already taken; one action per row is returned. The rows are
+#: every rollout of each block of :data:`POLICY_BLOCK` consecutive rollouts that has a live one (finished
+#: rollouts included; their actions are not used), so that a rollout's policy call always sees the same
+#: batch layout, whichever other rollouts run with it (see :func:`block_rows`).
 ActFn = Callable[[Obs, np.ndarray, int], np.ndarray]
+
+#: Rollouts are handed to the policy in blocks of this many rows.
+POLICY_BLOCK = 16
 
 _ENDLESS = np.iinfo(np.int64).max
 
@@ -66,6 +72,7 @@ def run_lockstep(
     horizons: Sequence[int | None] | None = None,
     stepper: type[Stepper] = EnvStepper,
     max_episode_steps: int = 100_000,
+    id_offset: int = 0,
 ) -> RolloutBatch:
     """
     Run one rollout per branch point, all in lockstep, until each episode ends or reaches its horizon.
@@ -83,9 +90,13 @@ def run_lockstep(
     :param stepper: how the rollouts are stepped (a :class:`~arsm_rl.rollouts.steppers.Stepper` that supports the env)
     :param max_episode_steps: a rollout without horizon that runs this long is taken for an env with no time
         limit, and refused (rather than looping for ever)
+    :param id_offset: id of the first rollout (a multiple of :data:`POLICY_BLOCK`): ``act`` sees ids
+        ``id_offset + r``, so a share of an update's rollouts run elsewhere gets the ids and blocks it has in the whole
     :return: the rollouts' rewards
     :raises RuntimeError: when a rollout without horizon exceeds ``max_episode_steps``
     """
+    if id_offset % POLICY_BLOCK:
+        raise ValueError(f"id_offset must be a multiple of {POLICY_BLOCK}, got {id_offset}")
     n = len(branches)
     if n == 0:
         return RolloutBatch(np.zeros((0, 0)), np.zeros(0, dtype=np.int64), 0)
@@ -113,10 +124,37 @@ def run_lockstep(
             )
         batch_obs = pipeline.transform(raw, stacks)
         ids = np.flatnonzero(live)
+        rows = block_rows(ids, n)
         actions = np.array(actions, copy=True)
-        actions[ids] = act(select_rows(batch_obs, ids), ids, depth)
+        actions[ids] = act(select_rows(batch_obs, rows), rows + id_offset, depth)[np.searchsorted(rows, ids)]
     restore_steps = sum(snapshot.restore_steps for snapshot in snapshots)
     return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps)
+
+
+def block_rows(ids: np.ndarray, n: int) -> np.ndarray:
+    """
+    The rows of the policy call for the live rollouts ``ids``: every rollout of each block of :data:`POLICY_BLOCK`
+    that holds one of them. A CPU matrix product's rows depend on the batch's shape (one row alone, or among 40,
+    can differ in the last bits); padded to whole blocks (see :func:`pad_rows`), a rollout's row is computed the
+    same way whichever blocks are stacked with it, which keeps training bit-identical however rollouts are split.
+
+    :param ids: sorted indices of the live rollouts
+    :param n: number of rollouts
+    :return: sorted row indices (a superset of ``ids``)
+    """
+    blocks = np.unique(ids // POLICY_BLOCK)
+    rows = (blocks[:, None] * POLICY_BLOCK + np.arange(POLICY_BLOCK)).reshape(-1)
+    return rows[rows < n]
+
+
+def pad_rows(obs: Obs) -> Obs:
+    """:return: ``obs`` with zero rows appended up to a multiple of :data:`POLICY_BLOCK` rows (see :func:`block_rows`)"""
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        missing = -len(x) % POLICY_BLOCK
+        return np.concatenate([x, np.zeros((missing, *x.shape[1:]), dtype=x.dtype)]) if missing else x
+
+    return {key: pad(value) for key, value in obs.items()} if isinstance(obs, dict) else pad(obs)
 
 
 class RolloutEngine:
@@ -135,6 +173,8 @@ class RolloutEngine:
         self.pipeline = ObsPipeline(venv)
         self.pool = ScratchPool(self.cloner.scratch_copy)
         self.stepper = select_stepper(self.pool.take(1)[0])
+        #: rollout workers (:mod:`~arsm_rl.rollouts.workers`) that :meth:`run` hands the rollouts to, or ``None``
+        self.workers: Any = None
 
     def branch_points(self, indices: Sequence[int]) -> list[BranchPoint]:
         """
@@ -152,8 +192,17 @@ class RolloutEngine:
         horizons: Sequence[int | None] | None = None,
         max_episode_steps: int = 100_000,
     ) -> RolloutBatch:
-        """Run one rollout per branch point in lockstep with :attr:`stepper`; see :func:`run_lockstep`."""
+        """
+        Run one rollout per branch point in lockstep with :attr:`stepper`, in this process or shared out among
+        :attr:`workers` (the same result either way); see :func:`run_lockstep`.
+        """
+        if self.workers is not None and len(branches) > 0:
+            return self.workers.run(branches, first_actions, act, list(horizons or [None] * len(branches)), max_episode_steps)
         return run_lockstep(self.pool, branches, first_actions, self.pipeline, act, horizons, self.stepper, max_episode_steps)
 
     def close(self) -> None:
+        """Close the scratch envs and stop the workers."""
         self.pool.close()
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None

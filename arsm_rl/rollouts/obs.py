@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,31 @@ class ObsPipeline:
                 )
             layers.append(venv)
             venv = venv.venv
-        self.layers = layers[::-1]  # innermost first, the order observations go through them
+        #: innermost first, the order observations go through them (frozen stand-ins in a :meth:`portable` copy)
+        self.layers: list[Any] = layers[::-1]
+
+    def portable(self) -> ObsPipeline:
+        """
+        A picklable copy for rollout workers in other processes, with frozen stand-ins of the transforming layers:
+        ``VecTransposeImage`` (stateless) and ``VecFrameStack`` (its stack layout; each rollout's stack comes with its
+        branch point). ``VecNormalize`` is not supported yet: its statistics change at every update.
+
+        :raises TypeError: for a ``VecNormalize`` layer
+        """
+        stand_ins: list[Any] = []
+        for layer in self.layers:
+            if isinstance(layer, VecNormalize):
+                raise TypeError(
+                    "rollout workers do not support the VecEnv wrapper VecNormalize yet (its statistics change at every "
+                    "update): use n_rollout_workers=0"
+                )
+            if isinstance(layer, VecTransposeImage):
+                stand_ins.append(_Transpose(layer.skip, getattr(layer, "image_space_keys", [])))
+            elif isinstance(layer, VecFrameStack):
+                stand_ins.append(_FrameStack(copy.deepcopy(layer.stacked_obs)))
+        portable = copy.copy(self)
+        portable.layers = stand_ins
+        return portable
 
     def capture(self, index: int) -> list[Any]:
         """
@@ -80,7 +105,7 @@ class ObsPipeline:
         :return: batched frame stacks, one per ``VecFrameStack`` layer
         """
         stacks = []
-        frame_stack_layers = [layer for layer in self.layers if isinstance(layer, VecFrameStack)]
+        frame_stack_layers = [layer for layer in self.layers if isinstance(layer, VecFrameStack | _FrameStack)]
         for k, layer in enumerate(frame_stack_layers):
             stacks.append(_stack_batch(layer.stacked_obs, [state[k] for state in states]))
         return stacks
@@ -95,14 +120,30 @@ class ObsPipeline:
         stack_iter = iter(stacks)
         n = len(next(iter(raw_obs.values())) if isinstance(raw_obs, dict) else raw_obs)
         for layer in self.layers:
-            if isinstance(layer, VecTransposeImage):
-                obs = layer.transpose_observations(obs)
-            elif isinstance(layer, VecFrameStack):
+            if isinstance(layer, VecTransposeImage | _Transpose):
+                obs = VecTransposeImage.transpose_observations(layer, obs)  # type: ignore[arg-type]
+            elif isinstance(layer, VecFrameStack | _FrameStack):
                 obs, _ = next(stack_iter).update(obs, np.zeros(n, dtype=bool), [{} for _ in range(n)])
                 obs = copy.deepcopy(obs)
             elif isinstance(layer, VecNormalize):
                 obs = layer.normalize_obs(obs)
         return obs
+
+
+@dataclass
+class _Transpose:
+    """``VecTransposeImage``'s settings, for :meth:`ObsPipeline.portable` (its transform is called on this)."""
+
+    skip: bool
+    image_space_keys: list[str]
+    transpose_image = staticmethod(VecTransposeImage.transpose_image)
+
+
+@dataclass
+class _FrameStack:
+    """``VecFrameStack``'s stack layout, for :meth:`ObsPipeline.portable`."""
+
+    stacked_obs: StackedObservations
 
 
 def _stack_slice(stacked: StackedObservations, index: int) -> Any:

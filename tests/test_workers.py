@@ -1,0 +1,178 @@
+"""Rollout workers (issue 14): the same training bit for bit for 0, 1 and 2 workers, and no leaked processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+from arsm_rl import ARSM, make_cloneable
+from arsm_rl.rollouts import POLICY_BLOCK, block_rows, pad_rows
+
+SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=64, seed=0)
+
+
+def parameters(model: ARSM) -> th.Tensor:
+    return th.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
+
+
+def worker_processes() -> list[int]:
+    """Descendants of this process below its direct children (the forkserver's children: the rollout workers)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    children = {pid for pid, parent in parents.items() if parent == os.getpid()}
+    return [pid for pid, parent in parents.items() if parent in children]
+
+
+def test_policy_rows_do_not_depend_on_the_other_blocks() -> None:
+    """What makes the split invisible: a block's logits are the same whichever blocks are stacked with it."""
+    th.manual_seed(0)
+    policy = ARSM("MlpPolicy", "LunarLander-v3", seed=0).policy
+    block = np.random.default_rng(0).normal(size=(POLICY_BLOCK, 8)).astype(np.float32)
+    with th.no_grad():
+        alone = policy(th.as_tensor(block))
+        for k in (2, 7, 40):
+            others = np.random.default_rng(k).normal(size=((k - 1) * POLICY_BLOCK, 8)).astype(np.float32)
+            stacked = policy(th.as_tensor(np.concatenate([others, block])))
+            assert th.equal(stacked[-POLICY_BLOCK:], alone)
+    assert block_rows(np.array([3, 40]), 50).tolist() == list(range(16)) + list(range(32, 48))
+    assert len(pad_rows(np.zeros((17, 2)))) == 2 * POLICY_BLOCK
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("CartPole-v1", {}),  # batched dynamics
+        ("FrozenLake-v1", dict(ent_coef=0.01)),  # toy text, one env at a time
+        ("LunarLander-v3", dict(max_pseudo_rollouts=48, pseudo_horizon=30, share_noise=True)),  # replayed snapshots
+    ],
+)
+def test_same_training_with_two_workers(env_id: str, kwargs: dict[str, Any]) -> None:
+    steps = 256
+    reference = ARSM("MlpPolicy", env_id, **SMALL, **kwargs).learn(steps)
+    shared = ARSM("MlpPolicy", env_id, n_rollout_workers=2, **SMALL, **kwargs).learn(steps)
+    assert reference.num_pseudo_steps == shared.num_pseudo_steps > 0
+    assert th.equal(parameters(reference), parameters(shared))
+    assert worker_processes() == []  # learn() stopped them
+
+
+def test_same_training_with_one_worker_and_a_subproc_training_env() -> None:
+    reference = ARSM("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), **SMALL).learn(256)
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv, wrapper_class=make_cloneable)
+    shared = ARSM("MlpPolicy", venv, n_rollout_workers=1, **SMALL).learn(256)
+    assert th.equal(parameters(reference), parameters(shared))
+    venv.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "MountainCar-v0", "Taxi-v4", "MiniGrid-Empty-5x5-v0", "ALE/Pong-v5"])
+def test_same_training_with_workers_every_family(env_id: str) -> None:
+    from arsm_rl.cloning import register_optional_envs
+
+    register_optional_envs(env_id)
+    env_kwargs = dict(wrapper_class=__import__("minigrid.wrappers").wrappers.FlatObsWrapper) if "MiniGrid" in env_id else {}
+    policy = "CnnPolicy" if "ALE" in env_id else "MlpPolicy"
+    results = []
+    for workers in (0, 1, 2):
+        venv = make_vec_env(env_id, n_envs=1, seed=0, **env_kwargs)
+        model = ARSM(policy, venv, n_rollout_workers=workers, max_pseudo_rollouts=40, pseudo_horizon=20, **SMALL)
+        results.append(parameters(model.learn(128)))
+    assert th.equal(results[0], results[1]) and th.equal(results[0], results[2])
+
+
+class KillAWorker(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == 65:  # during the second update's collection: the workers are up
+            self.seen = worker_processes()
+            os.kill(self.seen[0], signal.SIGKILL)
+        return True
+
+
+def test_a_dead_worker_is_a_clear_error_and_nothing_leaks() -> None:
+    callback = KillAWorker()
+    with pytest.raises(RuntimeError, match="a rollout worker died"):
+        ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, **SMALL).learn(256, callback=callback)
+    assert len(callback.seen) == 2
+    assert worker_processes() == []
+
+
+class FailsOutsideItsProcess(gym.Env):
+    """Steps in the process that built it; raises in any other (a rollout worker)."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.home = os.getpid()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if os.getpid() != self.home:
+            raise ValueError("stepped away from home")
+        self.t += 1
+        return np.zeros(1, np.float32), float(action), False, self.t >= 10, {}
+
+
+def test_an_error_in_a_worker_is_raised_in_the_trainer() -> None:
+    with pytest.raises(RuntimeError, match="a rollout worker failed: ValueError: stepped away from home"):
+        ARSM("MlpPolicy", FailsOutsideItsProcess(), n_rollout_workers=1, **SMALL).learn(128)
+    assert worker_processes() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(n_rollout_workers=-1), "n_rollout_workers must be a whole number >= 0, got -1"),
+        (dict(n_rollout_workers=1.5), "n_rollout_workers must be a whole number >= 0, got 1.5"),
+        (dict(rollout_backend="nope"), "Unknown rollout_backend 'nope'; choose one of subproc"),
+    ],
+)
+def test_bad_worker_settings(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ARSM("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+def test_frame_stacks_and_image_transposes_travel_to_the_workers() -> None:
+    """VecFrameStack and VecTransposeImage are mirrored in the workers (Atari's usual stack): same training."""
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from tests.test_arsm import TinyImageEnv
+
+    results = []
+    for workers in (0, 2):
+        venv = VecFrameStack(make_vec_env(TinyImageEnv, n_envs=2, seed=0), n_stack=3)
+        model = ARSM("CnnPolicy", venv, n_rollout_workers=workers, n_steps=16, seed=0).learn(64)
+        assert model.num_pseudo_steps > 0
+        results.append(parameters(model))
+    assert th.equal(results[0], results[1])
+
+
+def test_workers_refuse_observation_transforms_they_cannot_mirror_yet() -> None:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(make_vec_env("CartPole-v1", n_envs=1, seed=0))
+    with pytest.raises(TypeError, match=r"rollout workers do not support the VecEnv wrapper VecNormalize yet .its statistics"):
+        ARSM("MlpPolicy", venv, n_rollout_workers=1, **SMALL).learn(128)
+    assert worker_processes() == []
