@@ -129,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv type")
     p.add_argument("--rollout-workers", type=_at_least(0), default=None,
                    help="ARSM family: processes for pseudo rollouts (default: the preset's, else 0: in process)")  # fmt: skip
-    p.add_argument("--rollout-backend", default=None, help="ARSM family: where rollout workers run (subproc)")
+    p.add_argument("--rollout-backend", default=None, help="ARSM family: where rollout workers run (subproc, ray)")
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="keyword arguments of gym.make")
     p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard folder ('' for none)")
     p.add_argument("-f", "--log-folder", default="logs", help="where run folders are created")
@@ -712,7 +712,7 @@ def build_model(
         )
     except NotCloneableError as error:
         raise UsageError(f"{args.env} cannot be cloned exactly: {error}") from None
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, ImportError) as error:
         raise UsageError(f"cannot build {args.algo} on {args.env}: {error}") from None
     if args.weights_only:
         load_weights(model, args.algo, args.trained_agent)

@@ -94,7 +94,8 @@ class ARSM(BaseAlgorithm):
     :param n_rollout_workers: 0 runs the rollouts in the training process; N >= 1 shares each update's rollouts out
         among N persistent worker processes (started by :meth:`learn`, stopped when it returns), with the same
         result bit for bit: each rollout draws its own noise and gets its own policy rows
-    :param rollout_backend: where the workers run: ``"subproc"`` (local processes)
+    :param rollout_backend: where the workers run: ``"subproc"`` (local processes) or ``"ray"`` (Ray actors: the cluster
+        of an earlier ``ray.init(address=...)`` or of ``RAY_ADDRESS``, else a local Ray; ``pip install ray``)
     :param verify_env: before training on an env (at construction, :meth:`set_env` and :meth:`load`), check on a
         scratch copy that its snapshots restore exactly when they use anything but the built-in, tested methods,
         and, without ``pseudo_horizon`` or a time limit, that an episode of random actions ends
@@ -167,6 +168,9 @@ class ARSM(BaseAlgorithm):
             raise ValueError(f"n_rollout_workers must be a whole number >= 0, got {n_rollout_workers!r}.")
         if rollout_backend not in BACKENDS:
             raise ValueError(f"Unknown rollout_backend {rollout_backend!r}; choose one of {', '.join(BACKENDS)}.")
+        missing = BACKENDS[rollout_backend].missing() if n_rollout_workers > 0 else None
+        if missing is not None:
+            raise ImportError(missing)
         self.n_rollout_workers = n_rollout_workers
         self.rollout_backend = rollout_backend
         self.n_steps = n_steps

@@ -133,6 +133,12 @@ class RolloutNoise:
         self._blocks = np.empty((n_rollouts, self.BLOCK, k, c), dtype=np.float32)
         self._drawn = np.full(n_rollouts, -1, dtype=np.int64)  # index of the last block drawn, per rollout
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # writable copies: transports such as Ray's object store hand arrays over read-only
+        self.__dict__.update(state)
+        self._blocks = np.array(self._blocks)
+        self._drawn = np.array(self._drawn)
+
     def draw(self, ids: np.ndarray, depth: int) -> np.ndarray:
         """
         :param ids: rollout indices

@@ -226,7 +226,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["--n-trials", "3"], ["python -m agents.zoo train"]),
         (["--weights-only"], ["--weights-only needs -i"]),
         (["--rollout-workers", "-1"], ["--rollout-workers: must be >= 0"]),
-        (["--rollout-backend", "nope"], ["Unknown rollout_backend 'nope'; choose one of subproc"]),
+        (["--rollout-backend", "nope"], ["Unknown rollout_backend 'nope'; choose one of subproc, ray"]),
         (["--algo", "ppo", "--rollout-workers", "2"], ["--rollout-workers is for the ARSM family"]),
         (["--env", "Blackjack-v1"], ["cannot train on Blackjack-v1", "Tuple observations", "FlattenObservation"]),
         (["--env", "MiniGrid-FourRooms-v0"], ["text part 'mission'", "ImgObsWrapper", "FlatObsWrapper"]),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +148,7 @@ def test_an_error_in_a_worker_is_raised_in_the_trainer() -> None:
     [
         (dict(n_rollout_workers=-1), "n_rollout_workers must be a whole number >= 0, got -1"),
         (dict(n_rollout_workers=1.5), "n_rollout_workers must be a whole number >= 0, got 1.5"),
-        (dict(rollout_backend="nope"), "Unknown rollout_backend 'nope'; choose one of subproc"),
+        (dict(rollout_backend="nope"), "Unknown rollout_backend 'nope'; choose one of subproc, ray"),
     ],
 )
 def test_bad_worker_settings(kwargs: dict[str, Any], message: str) -> None:
@@ -176,3 +178,21 @@ def test_workers_refuse_observation_transforms_they_cannot_mirror_yet() -> None:
     with pytest.raises(TypeError, match=r"rollout workers do not support the VecEnv wrapper VecNormalize yet .its statistics"):
         ARSM("MlpPolicy", venv, n_rollout_workers=1, **SMALL).learn(128)
     assert worker_processes() == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (pip install -e '.[ray]')")
+def test_ray_backend_gives_the_same_training() -> None:
+    """Two Ray actors on a local Ray (started and shut down by learn), bit-identical to no workers."""
+    import ray
+
+    reference = ARSM("MlpPolicy", "CartPole-v1", **SMALL).learn(192)
+    shared = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, rollout_backend="ray", **SMALL).learn(192)
+    assert th.equal(parameters(reference), parameters(shared))
+    assert not ray.is_initialized()
+
+
+def test_missing_ray_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"rollout_backend='ray' needs Ray: pip install -e '\.\[ray\]'"):
+        ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, rollout_backend="ray")
+    ARSM("MlpPolicy", "CartPole-v1", rollout_backend="ray")  # no workers: nothing to import

@@ -1,4 +1,5 @@
-"""Rollout workers: an update's pseudo and tail rollouts run in persistent worker processes.
+"""Rollout workers: an update's pseudo and tail rollouts run in persistent worker processes (``subproc``) or Ray
+actors (``ray``).
 
 Each worker owns its scratch envs (built once from a scratch copy of the training env) and receives, once per
 update, its share of the rollouts: whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` consecutive rollouts
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
+import os
 import signal
 import typing
 from abc import ABC, abstractmethod
@@ -30,7 +32,7 @@ from arsm_rl.rollouts.engine import POLICY_BLOCK, ActFn, BranchPoint, RolloutBat
 from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.steppers import ScratchPool, Stepper
 
-__all__ = ["BACKENDS", "RolloutWorkers", "SubprocWorkers", "make_workers", "shares"]
+__all__ = ["BACKENDS", "RayWorkers", "RolloutWorkers", "SubprocWorkers", "make_workers", "shares"]
 
 
 def shares(n_rollouts: int, n_workers: int) -> list[tuple[int, int]]:
@@ -60,17 +62,43 @@ class RolloutWorkers(ABC):
 
     name: ClassVar[str]
 
+    @classmethod
+    def missing(cls) -> str | None:
+        """:return: why this backend cannot run here (a package to install), or ``None``"""
+        return None
+
     @abstractmethod
     def __init__(self, n_workers: int, scratch: gym.Env, pipeline: ObsPipeline, stepper: type[Stepper]) -> None: ...
 
-    @abstractmethod
+    n_workers: int
+
     def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn,
             horizons: Sequence[int | None], max_episode_steps: int) -> RolloutBatch:  # fmt: skip
-        """The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out among the workers."""
+        """The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out among the workers (:func:`shares`)."""
+        tasks = {
+            worker: (branches[start:stop], first_actions[start:stop], act, horizons[start:stop], max_episode_steps, start)
+            for worker, (start, stop) in enumerate(shares(len(branches), self.n_workers))
+            if stop > start
+        }
+        return merge(self._execute(tasks))
+
+    @abstractmethod
+    def _execute(self, tasks: dict[int, tuple[Any, ...]]) -> list[RolloutBatch]:
+        """
+        :param tasks: worker index -> the arguments of :func:`~arsm_rl.rollouts.run_lockstep` after the pool,
+            pipeline and stepper, which the worker holds: ``(branches, first_actions, act, horizons,
+            max_episode_steps, id_offset)``
+        :return: the workers' batches, in the order of ``tasks``
+        :raises RuntimeError: when a worker died or failed
+        """
 
     @abstractmethod
     def close(self) -> None:
         """Stop the workers (idempotent)."""
+
+
+def _died() -> typing.NoReturn:
+    raise RuntimeError("a rollout worker died (killed, or out of memory); its rollouts are lost") from None
 
 
 def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper) -> None:
@@ -113,6 +141,7 @@ class SubprocWorkers(RolloutWorkers):
         methods = mp.get_all_start_methods()
         context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         payload = CloudpickleWrapper((scratch, pipeline.portable(), stepper))
+        self.n_workers = n_workers
         self.remotes: list[Connection] = []
         self.processes: list[Any] = []
         for _ in range(n_workers):
@@ -123,32 +152,18 @@ class SubprocWorkers(RolloutWorkers):
             self.remotes.append(remote)
             self.processes.append(process)
 
-    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn,
-            horizons: Sequence[int | None], max_episode_steps: int) -> RolloutBatch:  # fmt: skip
-        busy = []
-        for remote, (start, stop) in zip(self.remotes, shares(len(branches), len(self.remotes)), strict=True):
-            if stop > start:
-                task = (branches[start:stop], first_actions[start:stop], act, horizons[start:stop])
-                try:
-                    remote.send(("run", (*task, max_episode_steps, start)))
-                except (BrokenPipeError, ConnectionResetError):
-                    self._died()
-                busy.append(remote)
-        replies = [self._reply(remote) for remote in busy]
+    def _execute(self, tasks: dict[int, tuple[Any, ...]]) -> list[RolloutBatch]:
+        try:
+            for worker, task in tasks.items():
+                self.remotes[worker].send(("run", task))
+            replies = [self.remotes[worker].recv() for worker in tasks]
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            self.close()
+            _died()
         errors = [message for status, message in replies if status == "error"]
         if errors:
             raise RuntimeError(f"a rollout worker failed: {errors[0]}")
-        return merge([batch for _, batch in replies])
-
-    def _reply(self, remote: Connection) -> tuple[str, Any]:
-        try:
-            return remote.recv()
-        except (EOFError, ConnectionResetError):
-            self._died()
-
-    def _died(self) -> typing.NoReturn:
-        self.close()
-        raise RuntimeError("a rollout worker died (killed, or out of memory); its rollouts are lost") from None
+        return [batch for _, batch in replies]
 
     def close(self) -> None:
         for remote in self.remotes:
@@ -166,8 +181,77 @@ class SubprocWorkers(RolloutWorkers):
         self.remotes, self.processes = [], []
 
 
+class _RayActor:
+    """One Ray rollout worker: its scratch envs, the observation pipeline and the stepper."""
+
+    def __init__(self, payload: CloudpickleWrapper) -> None:
+        th.set_num_threads(1)
+        scratch, self.pipeline, self.stepper = payload.var
+        self.pool = ScratchPool(lambda: scratch_copy(scratch))
+
+    def run(self, *task: Any) -> RolloutBatch:
+        """:param task: ``(branches, first_actions, act, horizons, max_episode_steps, id_offset)``"""
+        branches, first_actions, act, horizons, max_steps, id_offset = task
+        pool, pipeline, stepper = self.pool, self.pipeline, self.stepper
+        return run_lockstep(pool, branches, first_actions, pipeline, act, horizons, stepper, max_steps, id_offset)
+
+
+class RayWorkers(RolloutWorkers):
+    """
+    Ray actors (``pip install ray``, imported only here). Joins the cluster of an earlier ``ray.init(address=...)``
+    or of ``RAY_ADDRESS``; otherwise starts a local Ray with one CPU per worker, and shuts it down on :meth:`close`.
+    On a cluster, ``arsm_rl`` (and the env's packages) must be importable on every node.
+
+    :param n_workers: number of actors (one CPU each)
+    :param scratch: a scratch copy of a training sub-env (each actor builds its scratch envs from it)
+    :param pipeline: the training env's observation pipeline (:meth:`ObsPipeline.portable`)
+    :param stepper: how the actors step their rollouts
+    """
+
+    name = "ray"
+
+    @classmethod
+    def missing(cls) -> str | None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            return "rollout_backend='ray' needs Ray: pip install -e '.[ray]' (or pip install ray)"
+        return None
+
+    def __init__(self, n_workers: int, scratch: gym.Env, pipeline: ObsPipeline, stepper: type[Stepper]) -> None:
+        import ray
+
+        self.ray = ray
+        self.started = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+        if not ray.is_initialized():
+            ray.init(num_cpus=n_workers if self.started else None, include_dashboard=False, log_to_driver=False)
+        payload = ray.put(CloudpickleWrapper((scratch, pipeline.portable(), stepper)))
+        actor = ray.remote(num_cpus=1)(_RayActor)
+        self.n_workers = n_workers
+        self.actors: list[Any] = [actor.remote(payload) for _ in range(n_workers)]
+
+    def _execute(self, tasks: dict[int, tuple[Any, ...]]) -> list[RolloutBatch]:
+        futures = [self.actors[worker].run.remote(*task) for worker, task in tasks.items()]
+        try:
+            return list(self.ray.get(futures))
+        except self.ray.exceptions.RayActorError:
+            self.close()
+            _died()
+        except self.ray.exceptions.RayTaskError as error:
+            cause = error.cause if getattr(error, "cause", None) is not None else error
+            raise RuntimeError(f"a rollout worker failed: {type(cause).__name__}: {cause}") from None
+
+    def close(self) -> None:
+        for actor in getattr(self, "actors", []):
+            self.ray.kill(actor)
+        self.actors = []
+        if getattr(self, "started", False):
+            self.ray.shutdown()
+            self.started = False
+
+
 #: Rollout backends by ``rollout_backend`` name.
-BACKENDS: dict[str, type[RolloutWorkers]] = {SubprocWorkers.name: SubprocWorkers}
+BACKENDS: dict[str, type[RolloutWorkers]] = {SubprocWorkers.name: SubprocWorkers, RayWorkers.name: RayWorkers}
 
 
 def make_workers(
