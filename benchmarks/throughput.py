@@ -5,13 +5,18 @@ initial policy), then the same pseudo rollouts run (a) all together in lockstep,
 per step, and (b) one at a time. Then a few full updates are timed and split into real collection,
 pseudo rollouts and the rest of the update. Medians over ``--repeats``; ratios come from the same run.
 
+A second table (``--workers-out``) runs the same rollouts of one update (``--max-rollouts``, same seed) with 0, 1
+and 2 rollout workers, ``subproc`` and ``ray`` (when Ray is installed): simulator steps/s after the workers have
+started, and the ratio to no workers; every configuration must spend the same simulator steps.
+
     python benchmarks/throughput.py
-    python benchmarks/throughput.py --quick --out /tmp/throughput.md   # a smoke run
+    python benchmarks/throughput.py --quick --out /tmp/throughput.md --workers-out /tmp/workers.md   # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +38,33 @@ def rollout_rates(model: ARSM, collected: UpdateData, max_rollouts: int) -> tupl
     single_steps = sum(model.run_rollouts(collected, [request]).env_steps for request in requests)
     single = single_steps / (time.perf_counter() - start)
     return batched, single, len(requests)
+
+
+def worker_rates(
+    env_id: str, configs: list[tuple[int, str]], max_rollouts: int, repeats: int
+) -> list[tuple[int, str, float]]:
+    """Simulator steps/s of one update's rollouts for each (workers, backend), the same rollouts every time."""
+    model = ARSM("MlpPolicy", env_id, seed=0)
+    collected = model.collect_update()
+    model.set_random_seed(0)
+    requests = model.plan_update(collected).requests[:max_rollouts]
+    rates, spent = [], set()
+    for workers, backend in configs:
+        model.n_rollout_workers, model.rollout_backend = workers, backend
+        model.set_random_seed(1)
+        model.run_rollouts(collected, requests)  # starts the workers
+        seconds, steps = [], 0
+        for _ in range(repeats):
+            model.set_random_seed(1)
+            start = time.perf_counter()
+            steps = model.run_rollouts(collected, requests).env_steps
+            seconds.append(time.perf_counter() - start)
+        model.close_rollout_workers()
+        spent.add(steps)
+        rates.append((workers, backend, steps / statistics.median(seconds)))
+    if len(spent) != 1:
+        raise RuntimeError(f"{env_id}: the worker configurations spent different simulator steps {sorted(spent)}")
+    return rates
 
 
 def time_split(model: ARSM, updates: int) -> dict[str, float]:
@@ -57,10 +89,17 @@ def main() -> None:
     parser.add_argument("--max-rollouts", type=int, default=64, help="rollouts per throughput measurement")
     parser.add_argument("--updates", type=int, default=3, help="updates per time-split measurement")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "throughput.md")
-    parser.add_argument("--quick", action="store_true", help="smoke run: CartPole, one repeat, 8 rollouts, 1 update")
+    parser.add_argument("--workers-out", type=Path, default=Path(__file__).parent / "results" / "throughput_workers.md")
+    parser.add_argument("--worker-rollouts", type=int, default=128, help="rollouts per worker measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: CartPole, one repeat, 8 rollouts, 1 update; 0 and 1 subproc workers")  # fmt: skip
     args = parser.parse_args()
+    configs = [(0, "subproc"), (1, "subproc"), (2, "subproc")]
+    if importlib.util.find_spec("ray") is not None:
+        configs += [(1, "ray"), (2, "ray")]
     if args.quick:
         args.envs, args.repeats, args.max_rollouts, args.updates = "CartPole-v1", 1, 8, 1
+        args.worker_rollouts, configs = 32, [(0, "subproc"), (1, "subproc")]
     th.set_num_threads(1)
     lines = [
         "| env | rollouts | batched steps/s | one-at-a-time steps/s | speed-up "
@@ -86,6 +125,16 @@ def main() -> None:
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
+    rows = ["| env | rollouts | workers | backend | steps/s | vs no workers |", "|---|---|---|---|---|---|"]
+    for env_id in args.envs.split(","):
+        rates = worker_rates(env_id, configs, args.worker_rollouts, args.repeats)
+        for workers, backend, rate in rates:
+            backend_name = backend if workers else "in process"
+            ratio = rate / rates[0][2]
+            rows.append(f"| {env_id} | {args.worker_rollouts} | {workers} | {backend_name} | {rate:,.0f} | {ratio:.2f}x |")
+            print(rows[-1], flush=True)
+    args.workers_out.parent.mkdir(parents=True, exist_ok=True)
+    args.workers_out.write_text("\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ INCLUDED = {
         "results/rl_Acrobot-v1.md": "| arsm-paper | 0/5 |",
         "results/rl_LunarLander-v3.md": "| ppo | 1/3 |",
         "results/throughput.md": "| CartPole-v1 | 64 |",
+        "results/throughput_workers.md": "| LunarLander-v3 | 128 | 2 | subproc |",
         "results/gradient_quality_summary.md": "| ARSM | ",
     },
     "docs/arsm.md": {"../benchmarks/results/rl_CartPole-v1.md": "| arsm | 5/5 |"},
@@ -251,13 +252,18 @@ def test_rl_quick_keeps_the_given_seeds(tmp_path: Path) -> None:
 
 def test_throughput_quick(tmp_path: Path) -> None:
     """throughput.py times batched and one-at-a-time rollouts and splits an update's time, via the public API."""
-    out = tmp_path / "throughput.md"
+    out, workers = tmp_path / "throughput.md", tmp_path / "workers.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--out", str(out)]
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--out", str(out)],
+        [*command, "--workers-out", str(workers)],
         check=True,
         cwd=ROOT,
         timeout=120,
     )
+    # the worker table: the same rollouts with 0 and 1 workers (the script checks they spend the same steps)
+    rows = [line.strip("| ").split(" | ") for line in workers.read_text().splitlines()[2:]]
+    assert [(row[0], row[2], row[3]) for row in rows] == [("CartPole-v1", "0", "in process"), ("CartPole-v1", "1", "subproc")]
+    assert rows[0][5] == "1.00x" and float(rows[1][4].replace(",", "")) > 0
     row = out.read_text().splitlines()[2].strip("| ").split(" | ")
     assert row[0] == "CartPole-v1" and int(row[1]) == 8  # the --quick rollout count
     batched, single = (float(cell.replace(",", "")) for cell in row[2:4])
