@@ -119,7 +119,7 @@ INCLUDED = {
         "results/toy.md": "| ARSM | 0.5327 |",
         "results/clone_cost.md": "| MiniGrid-DoorKey-8x8 | minigrid | 159 |",
         "results/rl_CartPole-v1.md": "| arsm | 5/5 |",
-        "results/rl_Acrobot-v1.md": "| arsm-paper | 0/5 |",
+        "results/rl_Acrobot-v1.md": "| arsm-paper | 1/5 |",
         "results/rl_LunarLander-v3.md": "| ppo | 1/3 |",
         "results/throughput.md": "| CartPole-v1 | 64 |",
         "results/throughput_workers.md": "| LunarLander-v3 | 128 | 2 | subproc |",
