@@ -23,6 +23,7 @@ from arsm_rl.rollouts import (
     RolloutEngine,
     discounted_returns,
     enable_cloning,
+    float32_rewards,
     select_rows,
     stack_obs,
     verify_rollouts,
@@ -330,7 +331,7 @@ class ARSM(BaseAlgorithm):
             logits_list.append(logits.numpy())
             noise_list.append(noise)
             action_list.append(actions)
-            reward_list.append(np.asarray(rewards, dtype=np.float64))
+            reward_list.append(float32_rewards(rewards))
             done_list.append(np.asarray(dones, dtype=bool))
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones

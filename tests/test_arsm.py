@@ -108,10 +108,13 @@ def test_subproc_needs_cloneable_wrapper() -> None:
         env.close()
 
 
-def test_subproc_and_dummy_give_the_same_training() -> None:
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "LunarLander-v3"])
+def test_subproc_and_dummy_give_the_same_training(env_id: str) -> None:
+    """Bit-identical training whichever VecEnv runs the real steps, also with non-integer rewards (LunarLander's):
+    DummyVecEnv stores rewards as float32, SubprocVecEnv passes float64, and ARSM rounds every reward the same way."""
     kwargs = dict(seed=3, **SMALL)
-    dummy = ARSM("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=3), **kwargs).learn(128)
-    subproc_env = make_vec_env("CartPole-v1", n_envs=2, seed=3, vec_env_cls=SubprocVecEnv, wrapper_class=make_cloneable)
+    dummy = ARSM("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=3, wrapper_class=make_cloneable), **kwargs).learn(128)
+    subproc_env = make_vec_env(env_id, n_envs=2, seed=3, vec_env_cls=SubprocVecEnv, wrapper_class=make_cloneable)
     try:
         subproc = ARSM("MlpPolicy", subproc_env, **kwargs).learn(128)
     finally:

@@ -32,7 +32,7 @@ from arsm_rl.rollouts.engine import (
 )
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows, stack_obs
 from arsm_rl.rollouts.policy import RacePolicy
-from arsm_rl.rollouts.returns import discounted_returns
+from arsm_rl.rollouts.returns import discounted_returns, float32_rewards
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
 
@@ -56,6 +56,7 @@ __all__ = [
     "block_rows",
     "discounted_returns",
     "enable_cloning",
+    "float32_rewards",
     "pad_rows",
     "run_lockstep",
     "select_rows",

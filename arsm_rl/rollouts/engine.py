@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.cloning import Snapshot
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows
+from arsm_rl.rollouts.returns import float32_rewards
 from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import VecCloner
 
@@ -111,7 +112,7 @@ def run_lockstep(
     depth = 0  # steps taken by every live rollout
     while True:  # one lockstep iteration: every live rollout takes one step
         raw, step_rewards, ended = steppers.step(actions, live)
-        rewards.append(step_rewards)
+        rewards.append(float32_rewards(step_rewards))
         lengths += live
         live &= ~ended & (lengths < limits)
         depth += 1

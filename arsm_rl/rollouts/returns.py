@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["discounted_returns"]
+__all__ = ["discounted_returns", "float32_rewards"]
+
+
+def float32_rewards(rewards: np.ndarray | list[float]) -> np.ndarray:
+    """
+    Rewards rounded to float32, as SB3's ``DummyVecEnv`` stores them, returned as float64.
+
+    Real rewards arrive rounded through a ``DummyVecEnv`` and unrounded through a ``SubprocVecEnv``, and pseudo
+    rollouts see the env's own float64 rewards. Rounding every reward, real and pseudo, the same way makes training
+    identical whichever ``VecEnv`` runs the real steps, and a pseudo rollout that repeats the real actions gives the
+    real return bit for bit. (Integer rewards, like CartPole's and Acrobot's, are unchanged.)
+
+    :param rewards: rewards of any shape
+    :return: the same rewards, rounded to float32, as float64
+    """
+    return np.asarray(rewards, dtype=np.float32).astype(np.float64)
 
 
 def discounted_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float, horizon: int | None = None) -> np.ndarray:
