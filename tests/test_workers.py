@@ -171,12 +171,18 @@ def test_frame_stacks_and_image_transposes_travel_to_the_workers() -> None:
     assert th.equal(results[0], results[1])
 
 
-def test_workers_refuse_observation_transforms_they_cannot_mirror_yet() -> None:
+def test_vec_normalize_statistics_travel_with_every_update() -> None:
+    """VecNormalize's statistics change at every real step; each update's rollouts in the workers use the current
+    ones, as in the training process: the same training."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    venv = VecNormalize(make_vec_env("CartPole-v1", n_envs=1, seed=0))
-    with pytest.raises(TypeError, match=r"rollout workers do not support the VecEnv wrapper VecNormalize yet .its statistics"):
-        ARSM("MlpPolicy", venv, n_rollout_workers=1, **SMALL).learn(128)
+    results = []
+    for workers in (0, 2):
+        venv = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0))
+        model = ARSM("MlpPolicy", venv, n_rollout_workers=workers, **SMALL).learn(384)
+        assert model.num_pseudo_steps > 0
+        results.append(parameters(model))
+    assert th.equal(results[0], results[1])
     assert worker_processes() == []
 
 

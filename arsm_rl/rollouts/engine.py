@@ -198,7 +198,8 @@ class RolloutEngine:
         :attr:`workers` (the same result either way); see :func:`run_lockstep`.
         """
         if self.workers is not None and len(branches) > 0:
-            return self.workers.run(branches, first_actions, act, list(horizons or [None] * len(branches)), max_episode_steps)
+            horizon_list = list(horizons or [None] * len(branches))
+            return self.workers.run(branches, first_actions, act, horizon_list, max_episode_steps, self.pipeline.statistics())
         return run_lockstep(self.pool, branches, first_actions, self.pipeline, act, horizons, self.stepper, max_episode_steps)
 
     def close(self) -> None:

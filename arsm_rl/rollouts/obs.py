@@ -72,25 +72,32 @@ class ObsPipeline:
     def portable(self) -> ObsPipeline:
         """
         A picklable copy for rollout workers in other processes, with frozen stand-ins of the transforming layers:
-        ``VecTransposeImage`` (stateless) and ``VecFrameStack`` (its stack layout; each rollout's stack comes with its
-        branch point). ``VecNormalize`` is not supported yet: its statistics change at every update.
-
-        :raises TypeError: for a ``VecNormalize`` layer
+        ``VecTransposeImage`` (stateless), ``VecFrameStack`` (its stack layout; each rollout's stack comes with its
+        branch point) and ``VecNormalize`` (its settings; its statistics, which change at every update, are sent
+        with each update's rollouts: :meth:`statistics`, :meth:`set_statistics`).
         """
         stand_ins: list[Any] = []
         for layer in self.layers:
-            if isinstance(layer, VecNormalize):
-                raise TypeError(
-                    "rollout workers do not support the VecEnv wrapper VecNormalize yet (its statistics change at every "
-                    "update): use n_rollout_workers=0"
-                )
             if isinstance(layer, VecTransposeImage):
                 stand_ins.append(_Transpose(layer.skip, getattr(layer, "image_space_keys", [])))
             elif isinstance(layer, VecFrameStack):
                 stand_ins.append(_FrameStack(copy.deepcopy(layer.stacked_obs)))
+            elif isinstance(layer, VecNormalize):
+                settings = (layer.norm_obs, layer.norm_obs_keys, layer.clip_obs, layer.epsilon)
+                stand_ins.append(_Normalize(*settings, copy.deepcopy(layer.obs_rms)))
         portable = copy.copy(self)
         portable.layers = stand_ins
         return portable
+
+    def statistics(self) -> list[Any]:
+        """:return: copies of the current observation statistics of the ``VecNormalize`` layers, innermost first"""
+        return [copy.deepcopy(layer.obs_rms) for layer in self.layers if isinstance(layer, VecNormalize | _Normalize)]
+
+    def set_statistics(self, statistics: list[Any]) -> None:
+        """Put :meth:`statistics` of the training env into the ``VecNormalize`` stand-ins of a :meth:`portable` copy."""
+        normalizers = [layer for layer in self.layers if isinstance(layer, _Normalize)]
+        for layer, obs_rms in zip(normalizers, statistics, strict=True):
+            layer.obs_rms = obs_rms
 
     def capture(self, index: int) -> list[Any]:
         """
@@ -125,8 +132,8 @@ class ObsPipeline:
             elif isinstance(layer, VecFrameStack | _FrameStack):
                 obs, _ = next(stack_iter).update(obs, np.zeros(n, dtype=bool), [{} for _ in range(n)])
                 obs = copy.deepcopy(obs)
-            elif isinstance(layer, VecNormalize):
-                obs = layer.normalize_obs(obs)
+            elif isinstance(layer, VecNormalize | _Normalize):
+                obs = layer.normalize_obs(obs)  # type: ignore[misc]
         return obs
 
 
@@ -137,6 +144,20 @@ class _Transpose:
     skip: bool
     image_space_keys: list[str]
     transpose_image = staticmethod(VecTransposeImage.transpose_image)
+
+
+@dataclass
+class _Normalize:
+    """``VecNormalize``'s settings and statistics, for :meth:`ObsPipeline.portable` (its own methods run on this)."""
+
+    norm_obs: bool
+    norm_obs_keys: list[str] | None
+    clip_obs: float
+    epsilon: float
+    obs_rms: Any
+    # VecNormalize's own methods, run on these attributes
+    normalize_obs = VecNormalize.normalize_obs
+    _normalize_obs = VecNormalize._normalize_obs
 
 
 @dataclass

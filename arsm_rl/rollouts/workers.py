@@ -72,22 +72,26 @@ class RolloutWorkers(ABC):
 
     n_workers: int
 
-    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn,
-            horizons: Sequence[int | None], max_episode_steps: int) -> RolloutBatch:  # fmt: skip
-        """The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out among the workers (:func:`shares`)."""
-        tasks = {
-            worker: (branches[start:stop], first_actions[start:stop], act, horizons[start:stop], max_episode_steps, start)
-            for worker, (start, stop) in enumerate(shares(len(branches), self.n_workers))
-            if stop > start
-        }
+    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
+            max_episode_steps: int, statistics: list[Any]) -> RolloutBatch:  # fmt: skip
+        """
+        The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out among the workers (:func:`shares`).
+
+        :param statistics: the training env's current observation statistics (:meth:`ObsPipeline.statistics`)
+        """
+        tasks = {}
+        for worker, (start, stop) in enumerate(shares(len(branches), self.n_workers)):
+            if stop > start:
+                share = (branches[start:stop], first_actions[start:stop], act, horizons[start:stop])
+                tasks[worker] = (*share, max_episode_steps, start, statistics)
         return merge(self._execute(tasks))
 
     @abstractmethod
     def _execute(self, tasks: dict[int, tuple[Any, ...]]) -> list[RolloutBatch]:
         """
         :param tasks: worker index -> the arguments of :func:`~arsm_rl.rollouts.run_lockstep` after the pool,
-            pipeline and stepper, which the worker holds: ``(branches, first_actions, act, horizons,
-            max_episode_steps, id_offset)``
+            pipeline and stepper, which the worker holds, and the observation statistics: ``(branches,
+            first_actions, act, horizons, max_episode_steps, id_offset, statistics)``
         :return: the workers' batches, in the order of ``tasks``
         :raises RuntimeError: when a worker died or failed
         """
@@ -112,7 +116,8 @@ def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper)
             command, data = remote.recv()
             if command == "close":
                 break
-            branches, first_actions, act, horizons, max_steps, id_offset = data
+            branches, first_actions, act, horizons, max_steps, id_offset, statistics = data
+            pipeline.set_statistics(statistics)
             try:
                 batch = run_lockstep(pool, branches, first_actions, pipeline, act, horizons, stepper, max_steps, id_offset)
                 remote.send(("ok", batch))
@@ -190,9 +195,10 @@ class _RayActor:
         self.pool = ScratchPool(lambda: scratch_copy(scratch))
 
     def run(self, *task: Any) -> RolloutBatch:
-        """:param task: ``(branches, first_actions, act, horizons, max_episode_steps, id_offset)``"""
-        branches, first_actions, act, horizons, max_steps, id_offset = task
+        """:param task: ``(branches, first_actions, act, horizons, max_episode_steps, id_offset, statistics)``"""
+        branches, first_actions, act, horizons, max_steps, id_offset, statistics = task
         pool, pipeline, stepper = self.pool, self.pipeline, self.stepper
+        pipeline.set_statistics(statistics)
         return run_lockstep(pool, branches, first_actions, pipeline, act, horizons, stepper, max_steps, id_offset)
 
 
