@@ -23,6 +23,7 @@ from arsm_rl.rollouts import (
     RolloutEngine,
     discounted_returns,
     enable_cloning,
+    flatten_steps,
     float32_rewards,
     select_rows,
     stack_obs,
@@ -371,7 +372,7 @@ class ARSM(BaseAlgorithm):
 
         grads = self._step_gradients(plan, collected, q_true, rollouts.values)
         self.policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
-        obs = obs_as_tensor(_flatten_obs(collected.obs, n * n_envs), self.device)
+        obs = obs_as_tensor(flatten_steps(collected.obs, n * n_envs), self.device)
         logits = self.policy(obs)
         distribution = self.policy.action_dist.proba_distribution(action_logits=logits)
         rows = th.as_tensor(np.flatnonzero(plan.used), device=self.device)
@@ -579,13 +580,6 @@ class ARSM(BaseAlgorithm):
         if len(self.ep_success_buffer) > 0:
             self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))
         self.logger.dump(step=self.num_timesteps)
-
-
-def _flatten_obs(obs: Any, total: int) -> Any:
-    """Time-major (n, E, ...) observations to (n * E, ...) rows."""
-    if isinstance(obs, dict):
-        return {key: value.reshape(total, *value.shape[2:]) for key, value in obs.items()}
-    return obs.reshape(total, *obs.shape[2:])
 
 
 def _branch(branch: BranchPoint | None, estimator: str) -> BranchPoint:

@@ -144,14 +144,25 @@ def check_cloneable(
     reference = _run(twin, continuation)
 
     _run(env, [wander_space.sample() for _ in range(n_wander)])
+    _check_restore(env, snap, continuation, reference, "after restore")
+    _check_restore(env, snap, continuation, reference, "after restoring the same snapshot a second time")
+    _check_scratch_restore(env, snap, continuation, reference, "in a scratch_copy after restore")
+
+
+def _check_restore(env: AnyEnv, snap: Any, continuation: list[Any], reference: list[tuple[Any, ...]], where: str) -> None:
+    """Restore ``snap`` into ``env``, step ``continuation`` and compare with ``reference``."""
     restore_state(env, snap)
-    _compare(_run(env, continuation), reference, "after restore")
-    restore_state(env, snap)
-    _compare(_run(env, continuation), reference, "after restoring the same snapshot a second time")
+    _compare(_run(env, continuation), reference, where)
+
+
+def _check_scratch_restore(env: AnyEnv, snap: Any, continuation: list[Any], reference: list[tuple[Any, ...]],
+                           where: str) -> None:  # fmt: skip
+    """:func:`_check_restore` in a fresh :func:`scratch_copy` of ``env``."""
     scratch = scratch_copy(env)
-    restore_state(scratch, snap)
-    _compare(_run(scratch, continuation), reference, "in a scratch_copy after restore")
-    scratch.close()
+    try:
+        _check_restore(scratch, snap, continuation, reference, where)
+    finally:
+        scratch.close()
 
 
 def unverified_parts(env: AnyEnv) -> list[str]:
@@ -195,12 +206,8 @@ def verify_snapshots(env: AnyEnv, *, seed: int = 0, n_prefix: int = 20, n_compar
             snap = clone_state(work)
             continuation = [space.sample() for _ in range(n_compare)]
             reference = _run(work, continuation)
-            restore_state(work, snap)
-            _compare(_run(work, continuation), reference, "after restore")
-            other = scratch_copy(work)
-            restore_state(other, snap)
-            _compare(_run(other, continuation), reference, "in another copy after restore")
-            other.close()
+            _check_restore(work, snap, continuation, reference, "after restore")
+            _check_scratch_restore(work, snap, continuation, reference, "in another copy after restore")
         except CloningError as error:
             raise NotCloneableError(
                 f"snapshots of {', '.join(unverified_parts(env))} are not exact: {error}. The state lives somewhere a "

@@ -30,7 +30,7 @@ from arsm_rl.rollouts.engine import (
     pad_rows,
     run_lockstep,
 )
-from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows, stack_obs
+from arsm_rl.rollouts.obs import Obs, ObsPipeline, flatten_steps, select_rows, stack_obs
 from arsm_rl.rollouts.policy import RacePolicy
 from arsm_rl.rollouts.returns import discounted_returns, float32_rewards
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
@@ -56,6 +56,7 @@ __all__ = [
     "block_rows",
     "discounted_returns",
     "enable_cloning",
+    "flatten_steps",
     "float32_rewards",
     "pad_rows",
     "run_lockstep",

@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import (
 )
 from stable_baselines3.common.vec_env.stacked_observations import StackedObservations
 
-__all__ = ["Obs", "ObsPipeline", "select_rows", "stack_obs"]
+__all__ = ["Obs", "ObsPipeline", "flatten_steps", "select_rows", "stack_obs"]
 
 Obs = np.ndarray | dict[str, np.ndarray]
 
@@ -33,6 +33,13 @@ def stack_obs(observations: Sequence[Any]) -> Obs:
     if isinstance(observations[0], dict):
         return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
     return np.stack(observations)
+
+
+def flatten_steps(obs: Obs, total: int) -> Obs:
+    """Time-major ``(n, E, ...)`` observations (arrays, or dicts of arrays) to ``(n * E, ...)`` rows, ``total = n * E``."""
+    if isinstance(obs, dict):
+        return {key: value.reshape(total, *value.shape[2:]) for key, value in obs.items()}
+    return obs.reshape(total, *obs.shape[2:])
 
 
 def select_rows(obs: Obs, rows: Any) -> Obs:
