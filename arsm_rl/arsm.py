@@ -500,7 +500,7 @@ class ARSM(BaseAlgorithm):
         values = discounted_returns(batch.rewards.T, ends.T, self.gamma)[0]
         r = len(requests)
         tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
-        return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps)
+        return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1])
 
     def _true_values(self, collected: UpdateData, tail_rewards: dict[int, np.ndarray]) -> np.ndarray:
         """Q(s_t, a_t), (n, E), from the real rewards completed by tail rollouts; NaN where unknown."""

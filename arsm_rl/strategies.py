@@ -71,6 +71,7 @@ class JointActions:
         self.n_joint = int(np.prod(nvec))
         #: valid[k, c]: category c exists in dimension k
         self.valid = th.as_tensor(np.arange(self.n_categories)[None, :] < nvec[:, None])
+        self._unpadded = bool(self.valid.all())  # every dimension has C actions: padding is a reshape
         self.strides = np.concatenate([[1], np.cumprod(nvec[:-1])]).astype(np.int64)
 
     def noise(self, rng: np.random.Generator, batch: int) -> np.ndarray:
@@ -81,15 +82,16 @@ class JointActions:
 
     def padded(self, logits: th.Tensor) -> th.Tensor:
         """``(B, sum(nvec))`` logits -> ``(B, K, C)``, impossible padding categories at ``-inf``."""
+        if self._unpadded:
+            return logits.reshape(len(logits), *self.valid.shape)
         out = th.full((len(logits), *self.valid.shape), -th.inf, dtype=logits.dtype, device=logits.device)
         out[:, self.valid] = logits
         return out
 
     def race(self, logits: th.Tensor, noise: np.ndarray) -> np.ndarray:
-        """Race winners per dimension, ``(B, K)`` int64, from ``(B, sum(nvec))`` logits and ``(B, K, C)`` noise."""
-        padded = self.padded(logits).cpu()
+        """Race winners per dimension, ``(B, K)`` int64, from ``(B, sum(nvec))`` CPU logits and ``(B, K, C)`` noise."""
         k, c = self.valid.shape
-        return race_actions(padded.reshape(-1, c), th.as_tensor(noise).reshape(-1, c)).reshape(-1, k).numpy()
+        return race_actions(self.padded(logits).reshape(-1, c), th.as_tensor(noise).reshape(-1, c)).reshape(-1, k).numpy()
 
     def encode(self, actions: np.ndarray) -> np.ndarray:
         """Joint actions ``(..., K)`` -> integer codes ``(...)`` (mixed radix)."""

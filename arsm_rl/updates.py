@@ -48,6 +48,7 @@ class RolloutValues:
     tail_rewards: dict[int, np.ndarray]  # e -> rewards of the tail rollout completing sub-env e's episode
     env_steps: int  # simulator steps spent, restores included
     restore_steps: int  # the part of env_steps spent replaying snapshots
+    lockstep_steps: int = 0  # length of the longest rollout: the lockstep iterations, when run in this process
 
 
 @dataclass

@@ -3,7 +3,10 @@
 For each env: an ARSM model with its defaults collects one update of real data (n_steps=256, uniform
 initial policy), then the same pseudo rollouts run (a) all together in lockstep, one batched policy call
 per step, and (b) one at a time. Then a few full updates are timed and split into real collection,
-pseudo rollouts and the rest of the update. Medians over ``--repeats``; ratios come from the same run.
+pseudo rollouts and the rest of the update, with the cost of one real step and of one lockstep iteration. The
+limit is measured in the same run: the same number of rows stepped by the bare dynamics (the family's numpy
+batch where it has one, else bare envs one at a time, no wrappers) plus one bare policy forward on the batch.
+Medians over ``--repeats``; ratios come from the same run.
 
 A second table (``--workers-out``) runs the same rollouts of one update (``--max-rollouts``, same seed) with 0, 1
 and 2 rollout workers, ``subproc`` and ``ray`` (when Ray is installed): simulator steps/s after the workers have
@@ -21,9 +24,12 @@ import statistics
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import torch as th
 
 from arsm_rl import ARSM, UpdateData
+from arsm_rl.cloning import family
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3")
 
@@ -67,9 +73,42 @@ def worker_rates(
     return rates
 
 
+def limit_rate(model: ARSM, env_id: str, rows: int, iterations: int = 200) -> float:
+    """Simulator steps/s of the bare loop: ``rows`` rows of bare dynamics plus one policy forward per iteration."""
+    envs = [gym.make(env_id).unwrapped for _ in range(rows)]
+    for r, env in enumerate(envs):
+        env.reset(seed=r)
+    kind = family(envs[0])
+    rng = np.random.default_rng(0)
+    actions = rng.integers(model.action_space.n, size=(iterations, rows))  # type: ignore[attr-defined]
+    policy = model.policy
+    if kind.dynamics is not None and kind.state is not None:
+        dynamics = kind.dynamics(envs[0], [kind.state.get(env) for env in envs])
+        all_rows = np.arange(rows)
+        start = time.perf_counter()
+        for i in range(iterations):
+            obs, _, _ = dynamics.step(all_rows, actions[i])
+            with th.no_grad():
+                policy(th.as_tensor(obs))
+    else:
+        obs = np.stack([env.reset(seed=r)[0] for r, env in enumerate(envs)])
+        start = time.perf_counter()
+        for i in range(iterations):
+            for r, env in enumerate(envs):
+                obs[r], _, terminated, truncated, _ = env.step(int(actions[i, r]))
+                if terminated or truncated:
+                    obs[r] = env.reset()[0]
+            with th.no_grad():
+                policy(th.as_tensor(obs))
+    return rows * iterations / (time.perf_counter() - start)
+
+
 def time_split(model: ARSM, updates: int) -> dict[str, float]:
-    """Seconds spent in real collection, pseudo rollouts and the rest of the update, over ``updates`` updates."""
-    spent = {"collect": 0.0, "rollouts": 0.0, "update": 0.0}
+    """
+    Seconds spent in real collection, pseudo rollouts and the rest of the update over ``updates`` updates, and the
+    real steps and lockstep iterations they took.
+    """
+    spent = {"collect": 0.0, "rollouts": 0.0, "update": 0.0, "real steps": 0, "iterations": 0}
     for _ in range(updates):
         start = time.perf_counter()
         collected = model.collect_update()
@@ -79,6 +118,8 @@ def time_split(model: ARSM, updates: int) -> dict[str, float]:
         seconds = model.last_update.seconds
         spent["rollouts"] += seconds["rollouts"]
         spent["update"] += seconds["plan"] + seconds["gradient"]
+        spent["real steps"] += collected.rewards.size
+        spent["iterations"] += model.last_update.rollouts.lockstep_steps
     return spent
 
 
@@ -102,25 +143,30 @@ def main() -> None:
         args.worker_rollouts, configs = 32, [(0, "subproc"), (1, "subproc")]
     th.set_num_threads(1)
     lines = [
-        "| env | rollouts | batched steps/s | one-at-a-time steps/s | speed-up "
-        "| real collection | pseudo rollouts | rest of update |",
-        "|---|---|---|---|---|---|---|---|",
+        "| env | rollouts | batched steps/s | one-at-a-time steps/s | speed-up | limit steps/s | batched / limit "
+        "| real collection | pseudo rollouts | rest of update | µs per real step | µs per lockstep iteration |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env_id in args.envs.split(","):
-        batched, single, splits, n = [], [], [], 0
+        batched, single, limits, splits, n = [], [], [], [], 0
         for repeat in range(args.repeats):
             model = ARSM("MlpPolicy", env_id, seed=repeat)
             collected = model.collect_update()
             rate_batched, rate_single, n = rollout_rates(model, collected, args.max_rollouts)
             batched.append(rate_batched)
             single.append(rate_single)
+            limits.append(limit_rate(model, env_id, n))
             splits.append(time_split(model, args.updates))
-        total = [sum(s.values()) for s in splits]
-        share = {k: statistics.median(s[k] / t for s, t in zip(splits, total, strict=True)) for k in splits[0]}
+        parts = ("collect", "rollouts", "update")
+        share = {k: statistics.median(s[k] / sum(s[p] for p in parts) for s in splits) for k in parts}
         ratio = statistics.median(b / s for b, s in zip(batched, single, strict=True))
+        of_limit = statistics.median(b / m for b, m in zip(batched, limits, strict=True))
+        real_us = statistics.median(1e6 * s["collect"] / s["real steps"] for s in splits)
+        iteration_us = statistics.median(1e6 * s["rollouts"] / max(1, s["iterations"]) for s in splits)
         lines.append(
             f"| {env_id} | {n} | {statistics.median(batched):,.0f} | {statistics.median(single):,.0f} | {ratio:.1f}x "
-            f"| {share['collect']:.0%} | {share['rollouts']:.0%} | {share['update']:.0%} |"
+            f"| {statistics.median(limits):,.0f} | {of_limit:.0%} | {share['collect']:.0%} | {share['rollouts']:.0%} "
+            f"| {share['update']:.0%} | {real_us:.0f} | {iteration_us:.0f} |"
         )
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -268,8 +268,11 @@ def test_throughput_quick(tmp_path: Path) -> None:
     assert row[0] == "CartPole-v1" and int(row[1]) == 8  # the --quick rollout count
     batched, single = (float(cell.replace(",", "")) for cell in row[2:4])
     assert batched > 0 and single > 0 and row[4] == f"{batched / single:.1f}x"
-    shares = [int(cell.rstrip("%")) for cell in row[5:8]]
+    limit = float(row[5].replace(",", ""))
+    assert limit > 0 and abs(int(row[6].rstrip("%")) - 100 * batched / limit) <= 1  # the table's cells are rounded
+    shares = [int(cell.rstrip("%")) for cell in row[7:10]]
     assert all(0 <= share <= 100 for share in shares) and 98 <= sum(shares) <= 102  # the three parts, rounded
+    assert int(row[10]) > 0 and int(row[11]) > 0  # µs per real step and per lockstep iteration
 
 
 def test_toy_quick(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ class RacePolicy:
     def __init__(self, policy: BasePolicy, joint: JointActions, entropy: int, n_rollouts: int, real_noise: np.ndarray,
                  branch_steps: np.ndarray, branch_envs: np.ndarray, share_noise: bool) -> None:  # fmt: skip
         self.policy = policy
+        self.device = policy.device  # looked up once: ``policy.device`` walks the parameters
         self.joint = joint
         self.streams = RolloutNoise(joint, entropy, n_rollouts)
         self.real_noise = real_noise
@@ -49,7 +50,7 @@ class RacePolicy:
         """:return: float32 CPU logits of ``obs``, computed on whole blocks of rows"""
         n = len(next(iter(obs.values())) if isinstance(obs, dict) else obs)
         with th.no_grad():
-            return self.policy(obs_as_tensor(pad_rows(obs), self.policy.device)).float().cpu()[:n]  # type: ignore[arg-type]
+            return self.policy(obs_as_tensor(pad_rows(obs), self.device)).float().cpu()[:n]  # type: ignore[arg-type]
 
     def first_actions(self, obs: Obs, ids: np.ndarray) -> np.ndarray:
         """:return: the ``(len(ids), K)`` first actions of rollouts that start with a fresh draw (tails)"""
@@ -65,6 +66,7 @@ class RacePolicy:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
+        del state["device"]
         policy = state.pop("policy")
         state["policy_spec"] = (type(policy), policy._get_constructor_parameters(), policy.state_dict())
         return state
@@ -74,4 +76,4 @@ class RacePolicy:
         policy = cls(**kwargs)
         policy.load_state_dict(weights)
         policy.set_training_mode(False)
-        self.__dict__.update(state, policy=policy)
+        self.__dict__.update(state, policy=policy, device=policy.device)
