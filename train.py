@@ -42,6 +42,8 @@ import numpy as np
 import torch as th
 import yaml
 from gymnasium import spaces
+from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+from sb3_contrib.common.maskable.evaluation import evaluate_policy as maskable_evaluate_policy
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -59,7 +61,7 @@ from stable_baselines3.common.vec_env import (
 
 import envs  # noqa: F401  (registers the arsm/ env ids)
 from agents import ALGOS, ARSM_FAMILY, load_preset, preset_envs
-from arsm_rl.cloning import NotCloneableError, clone_state, make_cloneable, register_optional_envs
+from arsm_rl.cloning import NotCloneableError, clone_state, has_masks, make_cloneable, register_optional_envs
 from arsm_rl.policies import observation_space_problem
 
 #: Preset keys that configure the environment or the run rather than the algorithm's constructor.
@@ -607,6 +609,19 @@ def make_eval_env(args: argparse.Namespace, settings: dict[str, Any], seed: int)
     return make_env(args.env, eval_settings, args.n_eval_envs, seed, cloneable=False)
 
 
+def takes_masks(algo: str, env: VecEnv) -> bool:
+    """Whether evaluation passes action masks: the env has them and ``--algo``'s ``predict`` takes ``action_masks``."""
+    return has_masks(env) and "action_masks" in inspect.signature(ALGOS[algo].predict).parameters
+
+
+def evaluate(algo: str, model: BaseAlgorithm, env: VecEnv, n_eval_episodes: int, deterministic: bool) -> tuple[float, float]:
+    """SB3's ``evaluate_policy``, or sb3-contrib's maskable one (each state's masks go to ``predict``) when
+    :func:`takes_masks`."""
+    evaluator = maskable_evaluate_policy if takes_masks(algo, env) else evaluate_policy
+    mean, std = evaluator(model, env, n_eval_episodes=n_eval_episodes, deterministic=deterministic)  # type: ignore[arg-type]
+    return float(mean), float(std)
+
+
 def evaluate_only(args: argparse.Namespace, settings: dict[str, Any], kwargs: dict[str, Any]) -> int:
     """``--eval-only``: print mean +- std of the return of ``--trained-agent`` over ``--eval-episodes``."""
     seed = max(args.seed, 0)
@@ -621,7 +636,7 @@ def evaluate_only(args: argparse.Namespace, settings: dict[str, Any], kwargs: di
         if stats.is_file():
             venv = VecNormalize.load(str(stats), venv)
             venv.training, venv.norm_reward = False, False
-    mean, std = evaluate_policy(model, venv, n_eval_episodes=args.eval_episodes, deterministic=not args.stochastic)
+    mean, std = evaluate(args.algo, model, venv, args.eval_episodes, deterministic=not args.stochastic)
     policy = "stochastic" if args.stochastic else "deterministic"
     print(f"{args.algo} {args.env}: {mean:.2f} +- {std:.2f} over {args.eval_episodes} episodes ({policy} policy)")
     venv.close()
@@ -737,9 +752,10 @@ def make_callbacks(
             CheckpointCallback(max(args.save_freq // n_envs, 1), str(run_dir), name_prefix="rl_model", save_vecnormalize=True)
         )
     if args.eval_freq > 0:
+        eval_env = _normalized_eval_env(make_eval_env(args, settings, seed + 10_000), normalize)
         callbacks.append(
-            EvalCallback(
-                _normalized_eval_env(make_eval_env(args, settings, seed + 10_000), normalize),
+            (MaskableEvalCallback if takes_masks(args.algo, eval_env) else EvalCallback)(
+                eval_env,
                 eval_freq=max(args.eval_freq // n_envs, 1),
                 n_eval_episodes=args.eval_episodes,
                 deterministic=not args.stochastic,
@@ -831,8 +847,7 @@ def learn_and_save(args: argparse.Namespace, model: BaseAlgorithm, n_timesteps: 
         if vec_normalize is not None:
             sync_envs_normalization(vec_normalize, final_eval_env)
         deterministic = not args.stochastic
-        mean, std = evaluate_policy(model, final_eval_env, n_eval_episodes=args.eval_episodes, deterministic=deterministic)
-        evaluation = (float(mean), float(std))
+        evaluation = evaluate(args.algo, model, final_eval_env, args.eval_episodes, deterministic)
     final_eval_env.close()
     if args.verbose > 0:
         print(summary_line(args, model, model_path, seconds, evaluation, seed))

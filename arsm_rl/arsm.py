@@ -27,6 +27,8 @@ from arsm_rl.rollouts import (
     float32_rewards,
     select_rows,
     stack_obs,
+    tail_horizon,
+    true_values,
     verify_rollouts,
 )
 from arsm_rl.rollouts.workers import BACKENDS, make_workers
@@ -275,6 +277,17 @@ class ARSM(BaseAlgorithm):
         callback.on_training_end()
         return self
 
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; ``action_masks`` (sb3-contrib's convention, as MaskablePPO takes it) keeps to valid actions."""
+        return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+
     def close_rollout_workers(self) -> None:
         """Stop the rollout workers, if any are running (:meth:`learn` does it when it returns)."""
         if self._engine is not None and self._engine.workers is not None:
@@ -309,14 +322,17 @@ class ARSM(BaseAlgorithm):
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []
         logits_list, noise_list, action_list, reward_list, done_list = [], [], [], [], []
+        mask_list: list[np.ndarray] = []
         branches: list[BranchPoint | None] = []
         # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets
         # the update decide which steps to roll out from, all at once.
         rolls_out = self.strategy.rolls_out
         callback.on_rollout_start()
         for _ in range(n):
+            masks = self._engine.action_masks(self._joint)  # None without masks
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(self._last_obs, self.device)).float().cpu()  # type: ignore[arg-type]
+            logits = self._joint.masked(logits, masks)
             noise = self._joint.noise(self._real_rng, n_envs)
             actions = self._joint.race(logits, noise)
             branches += self._engine.branch_points(range(n_envs)) if rolls_out else [None] * n_envs
@@ -334,6 +350,7 @@ class ARSM(BaseAlgorithm):
             action_list.append(actions)
             reward_list.append(float32_rewards(rewards))
             done_list.append(np.asarray(dones, dtype=bool))
+            mask_list += [] if masks is None else [masks]
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
         ongoing = [e for e in range(n_envs) if not done_list[-1][e]]
@@ -349,6 +366,8 @@ class ARSM(BaseAlgorithm):
             branches=branches,
             tail_branches=tail_branches,
             tail_obs=self._last_obs,
+            masks=np.stack(mask_list) if mask_list else None,
+            tail_masks=self._engine.action_masks(self._joint),
         )
 
     # ------------------------------------------------------------------ update
@@ -364,17 +383,19 @@ class ARSM(BaseAlgorithm):
         # The true action's value is needed at every used step; an episode still running at the end
         # of the data gets one tail rollout to complete its return.
         used = plan.used.reshape(n, n_envs)
-        horizon_of = {e: self._tail_horizon(used[:, e], collected.dones[:, e]) for e in collected.tail_branches}
+        horizon_of = {e: tail_horizon(used[:, e], collected.dones[:, e], self.pseudo_horizon) for e in collected.tail_branches}
         tails = {e: horizon for e, horizon in horizon_of.items() if horizon != 0}
         rollouts = self.run_rollouts(collected, plan.requests, tails)
-        q_true = self._true_values(collected, rollouts.tail_rewards).reshape(-1)
+        q_true = true_values(collected.rewards, collected.dones, rollouts.tail_rewards, self.gamma, self.pseudo_horizon)
+        q_true = q_true.reshape(-1)
         rolled_out = time.perf_counter()
 
         grads = self._step_gradients(plan, collected, q_true, rollouts.values)
         self.policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
         obs = obs_as_tensor(flatten_steps(collected.obs, n * n_envs), self.device)
         logits = self.policy(obs)
-        distribution = self.policy.action_dist.proba_distribution(action_logits=logits)
+        masks = None if collected.masks is None else collected.masks.reshape(n * n_envs, -1)
+        distribution = self.policy.action_dist.proba_distribution(action_logits=self._joint.masked(logits, masks))
         rows = th.as_tensor(np.flatnonzero(plan.used), device=self.device)
         weighted = th.as_tensor(plan.weight * grads, dtype=logits.dtype, device=self.device)
         pg_loss = -(logits[rows] * weighted).sum() / (n * n_envs)
@@ -445,20 +466,6 @@ class ARSM(BaseAlgorithm):
         plan.requests = list(zip(rows[keep].tolist(), codes[keep].tolist(), strict=True))
         return plan
 
-    def _tail_horizon(self, used: np.ndarray, dones: np.ndarray) -> int | None:
-        """
-        Steps a tail rollout must run for the used steps of the episode still running at the end of
-        the data: ``None`` for the whole episode, 0 when no tail is needed.
-        """
-        start = _trailing_start(dones)
-        needed = np.flatnonzero(used[start:])
-        if dones[-1] or len(needed) == 0:
-            return 0
-        if self.pseudo_horizon is None:
-            return None
-        # the last used step reaches furthest past the data: h - (n - t_last) rewards are missing
-        return max(0, self.pseudo_horizon - (len(used) - (start + int(needed[-1]))))
-
     def run_rollouts(
         self, collected: UpdateData, requests: list[tuple[int, int]], tails: dict[int, int | None] | None = None
     ) -> RolloutValues:
@@ -493,7 +500,8 @@ class ARSM(BaseAlgorithm):
                          self.share_noise)  # fmt: skip
         if tails:
             tail_obs = select_rows(collected.tail_obs, list(tails))
-            first = np.concatenate([first, act.first_actions(tail_obs, np.arange(len(requests), len(branches)))])
+            tail_masks = None if collected.tail_masks is None else collected.tail_masks[list(tails)]
+            first = np.concatenate([first, act.first_actions(tail_obs, np.arange(len(requests), len(branches)), tail_masks)])
         horizons = [self.pseudo_horizon] * len(requests) + list(tails.values())
         batch = self._engine.run(branches, self._joint.env_actions(first), act, horizons)
         ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
@@ -501,26 +509,6 @@ class ARSM(BaseAlgorithm):
         r = len(requests)
         tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
         return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1])
-
-    def _true_values(self, collected: UpdateData, tail_rewards: dict[int, np.ndarray]) -> np.ndarray:
-        """Q(s_t, a_t), (n, E), from the real rewards completed by tail rollouts; NaN where unknown."""
-        n, n_envs = collected.rewards.shape
-        values = np.full((n, n_envs), np.nan)
-        for e in range(n_envs):
-            rewards, dones = collected.rewards[:, e], collected.dones[:, e]
-            # Without a tail, values in the still-running episode are known only where their horizon fits.
-            if e in tail_rewards or dones[-1]:
-                unknown_from = n
-            elif self.pseudo_horizon is None:
-                unknown_from = _trailing_start(dones)
-            else:
-                unknown_from = max(_trailing_start(dones), n - self.pseudo_horizon + 1)
-            if e in tail_rewards:
-                tail = tail_rewards[e]
-                rewards = np.concatenate([rewards, tail])
-                dones = np.concatenate([dones, np.arange(len(tail)) == len(tail) - 1])
-            values[:unknown_from, e] = discounted_returns(rewards, dones, self.gamma, self.pseudo_horizon)[:unknown_from]
-        return values
 
     def _step_gradients(self, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per-step estimates of d E[Q] / d logits at the used steps, (U, sum(nvec)), from the estimator."""
@@ -550,7 +538,10 @@ class ARSM(BaseAlgorithm):
             selection=selection,
             values=selected_values,
         )
-        return self.strategy.gradient(batch).reshape(len(used), k, c)[:, self._joint.valid].numpy()
+        grads = self.strategy.gradient(batch).reshape(len(used), k, c)[:, self._joint.valid].numpy()
+        if collected.masks is None:
+            return grads
+        return np.where(collected.masks.reshape(n_rows, -1)[used], grads, 0.0)  # masked actions get no gradient
 
     def _gradient_diagnostics(self) -> tuple[float, float]:
         """Gradient norm and the paper's variance diagnostic: mean over parameters of log Var[grad] (EMA, weight 0.01)."""
@@ -589,8 +580,3 @@ def _branch(branch: BranchPoint | None, estimator: str) -> BranchPoint:
         )
     return branch
 
-
-def _trailing_start(dones: np.ndarray) -> int:
-    """First step of the episode still running at the end of ``dones`` (0 if none ended)."""
-    ended = np.flatnonzero(dones)
-    return int(ended[-1]) + 1 if len(ended) else 0

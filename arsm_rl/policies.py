@@ -29,6 +29,8 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from arsm_rl.strategies import JointActions
+
 __all__ = ["ARSMPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "action_dims", "observation_space_problem"]
 
 #: Observation spaces SB3's policies (and so ARSM's) take, alone or as the values of a ``Dict``.
@@ -136,6 +138,8 @@ class ARSMPolicy(BasePolicy):
         self.activation_fn = activation_fn
         self.ortho_init = ortho_init
         self.nvec = action_dims(action_space)
+        self.joint = JointActions(self.nvec, discrete=isinstance(action_space, spaces.Discrete))
+        self._masks: np.ndarray | None = None  # the action masks of the current predict() call
 
         self.features_extractor = self.make_features_extractor()
         self.features_dim = self.features_extractor.features_dim
@@ -183,8 +187,29 @@ class ARSMPolicy(BasePolicy):
         """
         return self.action_dist.proba_distribution(action_logits=self.forward(obs))  # type: ignore[return-value]
 
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        SB3's ``predict``, with sb3-contrib's ``action_masks``: one bool per action and observation, ``True`` where
+        valid (``MultiDiscrete``: the dimensions' masks concatenated); masked actions are never returned.
+        """
+        self._masks = None if action_masks is None else np.asarray(action_masks)
+        try:
+            return super().predict(observation, state, episode_start, deterministic)
+        finally:
+            self._masks = None
+
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        return self.get_distribution(observation).get_actions(deterministic=deterministic)
+        logits = self.forward(observation)
+        if self._masks is not None:
+            logits = self.joint.masked(logits, self.joint.check_masks(self._masks, len(logits), "predict(action_masks=...)"))
+        return self.action_dist.proba_distribution(action_logits=logits).get_actions(deterministic=deterministic)
 
 
 MlpPolicy = ARSMPolicy

@@ -73,12 +73,50 @@ class JointActions:
         self.valid = th.as_tensor(np.arange(self.n_categories)[None, :] < nvec[:, None])
         self._unpadded = bool(self.valid.all())  # every dimension has C actions: padding is a reshape
         self.strides = np.concatenate([[1], np.cumprod(nvec[:-1])]).astype(np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(nvec[:-1])]).astype(np.int64)  # each dimension's first logit
 
     def noise(self, rng: np.random.Generator, batch: int) -> np.ndarray:
         """Flat-Dirichlet draws, ``(batch, K, C)`` float32: normalised Exp(1) variables."""
         expo = rng.standard_exponential((batch, len(self.nvec), self.n_categories))
         noise = (expo / expo.sum(-1, keepdims=True)).astype(np.float32)
         return np.maximum(noise, _TINY)
+
+    def check_masks(self, masks: np.ndarray, batch: int, source: str) -> np.ndarray:
+        """
+        Action masks as sb3-contrib defines them: one bool per action, ``True`` where valid (``MultiDiscrete``: the
+        dimensions' masks concatenated).
+
+        :param masks: the masks of ``batch`` states, as the env returned them
+        :param batch: number of states
+        :param source: what returned them, for the error messages
+        :return: ``(batch, sum(nvec))`` bool
+        :raises ValueError: for a wrong size, or a state where a dimension has no valid action
+        """
+        width = int(self.nvec.sum())
+        masks = np.asarray(masks)
+        if masks.size != batch * width:
+            layout = "one bool per action" + ("" if self.discrete else ", the dimensions' masks concatenated")
+            raise ValueError(f"{source} gave an action mask of shape {masks.shape}: expected {width} entries per state "
+                             f"({layout})")  # fmt: skip
+        masks = masks.reshape(batch, width).astype(bool)
+        allowed = np.logical_or.reduceat(masks, self._starts, axis=1)
+        if not allowed.all():
+            row, dim = (int(i) for i in np.argwhere(~allowed)[0])
+            where = "" if self.discrete else f" in action dimension {dim}"
+            raise ValueError(f"{source} gave an action mask that allows no action{where} (state {row} of the batch): "
+                             "every state needs at least one valid action")  # fmt: skip
+        return masks
+
+    def masked(self, logits: th.Tensor, masks: np.ndarray | None) -> th.Tensor:
+        """
+        ``(B, sum(nvec))`` logits with ``-inf`` at the actions that ``masks`` (``(B, sum(nvec))`` bool, from
+        :meth:`check_masks`) forbids, unchanged when ``masks`` is ``None``. A forbidden action then never wins the
+        race, nor any swapped race (its race value ``ln varpi_j - phi_j`` is ``+inf`` whatever noise it gets), nor a
+        fresh draw: every real, pseudo and sampled action is valid.
+        """
+        if masks is None:
+            return logits
+        return logits.masked_fill(~th.as_tensor(masks, device=logits.device), -th.inf)
 
     def padded(self, logits: th.Tensor) -> th.Tensor:
         """``(B, sum(nvec))`` logits -> ``(B, K, C)``, impossible padding categories at ``-inf``."""
@@ -199,7 +237,7 @@ class Draws:
     An update's steps as they were drawn, as an estimator's :meth:`Estimator.select` reads them (``B`` steps).
 
     :param actions: the action coding
-    :param logits: ``(B, sum(nvec))`` float32 logits the actions were drawn with
+    :param logits: ``(B, sum(nvec))`` float32 logits the actions were drawn with (``-inf`` at masked actions)
     :param noise: ``(B, K, C)`` float32 Dirichlet noise that drew them
     :param true_codes: ``(B,)`` codes of the actions taken
     """
@@ -217,6 +255,7 @@ class StepBatch:
 
     :param actions: the action coding
     :param logits: ``(U * K, C)`` float64 padded logits the actions were drawn with, one row per step and dimension
+        (``-inf`` at padding and masked categories)
     :param noise: ``(U * K, C)`` float64 Dirichlet noise that drew them
     :param true_codes: ``(U,)`` codes of the actions taken
     :param q_true: ``(U,)`` values of the actions taken
@@ -392,8 +431,11 @@ class AllActionEstimator(Estimator):
             raise ValueError("estimator='all_action' needs a Discrete action space (MultiDiscrete has too many joint actions)")
 
     def select(self, draws: Draws, rng: np.random.Generator) -> Selection:
-        n_cat = draws.actions.n_categories
-        return Selection(np.broadcast_to(np.arange(n_cat), (len(draws.true_codes), n_cat)))
+        n_rows, n_cat = len(draws.true_codes), draws.actions.n_categories
+        # Impossible actions (masked, or Discrete(1)'s padding) have probability 0 and no gradient: value them with
+        # the true action's value (already known) instead of rolling them out.
+        possible = draws.actions.padded(th.as_tensor(draws.logits)).reshape(n_rows, n_cat).isfinite().numpy()
+        return Selection(np.where(possible, np.arange(n_cat), draws.true_codes[:, None]))
 
     def gradient(self, batch: StepBatch) -> th.Tensor:
         _, values = batch.selected()

@@ -18,7 +18,7 @@ class UpdateData:
     """One update's real experience, time-major: index ``[t, e]`` is step t of sub-env e; row ``t * E + e`` when flat."""
 
     obs: Any  # (n, E, *obs_shape) array, or dict of such arrays
-    logits: np.ndarray  # (n, E, sum(nvec)) float32, the logits the actions were drawn with
+    logits: np.ndarray  # (n, E, sum(nvec)) float32, the logits the actions were drawn with (-inf at masked actions)
     noise: np.ndarray  # (n, E, K, C) float32 flat-Dirichlet draws (C = max(nvec))
     actions: np.ndarray  # (n, E, K) int64
     rewards: np.ndarray  # (n, E) float64, original (un-normalised) rewards
@@ -26,6 +26,8 @@ class UpdateData:
     branches: list[BranchPoint | None]  # (n * E,) branch point before each step, by row (None: no rollouts needed)
     tail_branches: dict[int, BranchPoint]  # e -> branch point after the last step (ongoing episode)
     tail_obs: Any  # (E, *obs_shape) observations after the last step
+    masks: np.ndarray | None = None  # (n, E, sum(nvec)) bool, the valid actions at each step; None: no masks
+    tail_masks: np.ndarray | None = None  # (E, sum(nvec)) bool, the valid actions after the last step
 
 
 @dataclass

@@ -27,14 +27,22 @@ th.set_num_threads(1)
 
 
 def mean_update(
-    estimator: str, n_calls: int, n_steps: int, seed: int = 0, n_envs: int = 1, **kwargs: Any
+    estimator: str,
+    n_calls: int,
+    n_steps: int,
+    seed: int = 0,
+    n_envs: int = 1,
+    env_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """
     Average change of the logits table over ``n_calls`` updates from the same parameters (the env
     runs on across calls), and the exact gradient there divided by the expected episode length.
     With ``n_envs > 1`` an update averages ``n_steps * n_envs`` steps of a ``DummyVecEnv``.
+    ``env_kwargs`` go to the 3-state, 3-action :class:`RandomMDP` (e.g. ``n_masked``).
     """
-    env = RandomMDP(n_states=3, n_actions=3) if n_envs == 1 else make_vec_env(RandomMDP, n_envs=n_envs, seed=seed)
+    env_kwargs = dict(n_states=3, n_actions=3, **(env_kwargs or {}))
+    env = RandomMDP(**env_kwargs) if n_envs == 1 else make_vec_env(RandomMDP, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
     model = ARSM(
         "MlpPolicy",
         env,
@@ -58,7 +66,7 @@ def mean_update(
         deltas.append((linear.weight.detach() - start["logits_net.0.weight"]).numpy().copy())
         model.policy.load_state_dict(start)
     table = start["logits_net.0.weight"].numpy().T  # (S, A) logits per state
-    gradient, visits = RandomMDP(n_states=3, n_actions=3).policy_gradient(table, gamma=1.0)
+    gradient, visits = RandomMDP(**env_kwargs).policy_gradient(table, gamma=1.0)
     return np.mean(deltas, axis=0), gradient.T / visits.sum()  # (A, S), like W
 
 

@@ -70,7 +70,7 @@ def _replay_check(venv: VecEnv, n_real: int = 60, branch_at: int = 10) -> None:
     end = branch_at + int(np.argmax(real_dones[branch_at:])) if any(real_dones[branch_at:]) else n_real - 1
     seen = []
 
-    def act(batch_obs: np.ndarray, ids: np.ndarray, depth: int) -> np.ndarray:
+    def act(batch_obs: np.ndarray, ids: np.ndarray, depth: int, masks: np.ndarray | None) -> np.ndarray:
         seen.append(batch_obs[0].copy())
         return actions[branch_at + depth, 1][None]
 
@@ -105,7 +105,7 @@ def test_rollouts_never_touch_the_training_env() -> None:
     venv.reset()
     rng_before = monitor.unwrapped.np_random.bit_generator.state
     branch = engine.branch_points([0])
-    engine.run(branch * 5, np.zeros(5, dtype=np.int64), lambda obs, ids, depth: np.ones(len(ids), dtype=np.int64))
+    engine.run(branch * 5, np.zeros(5, dtype=np.int64), lambda obs, ids, depth, masks: np.ones(len(ids), dtype=np.int64))
     assert monitor.unwrapped.np_random.bit_generator.state == rng_before
     assert monitor.get_total_steps() == 0 and monitor.get_episode_rewards() == []
 
@@ -186,7 +186,7 @@ def test_batched_rollouts_are_bit_identical_to_stepping_envs(env_id: str, limit:
         seen = []
         policy = np.random.default_rng(1)
 
-        def act(obs: np.ndarray, ids: np.ndarray, depth: int, seen: list = seen, policy=policy) -> np.ndarray:
+        def act(obs: np.ndarray, ids: np.ndarray, depth: int, masks: None, seen: list = seen, policy=policy) -> np.ndarray:
             seen.append(obs.copy())
             return policy.integers(n_actions, size=len(ids))
 
@@ -247,10 +247,10 @@ def test_endless_rollouts_are_refused() -> None:
             branch,
             stand_still,
             engine.pipeline,
-            lambda obs, ids, depth: stand_still[: len(ids)],
+            lambda obs, ids, depth, masks: stand_still[: len(ids)],
             max_episode_steps=500,
         )
-    batch = engine.run(branch, stand_still, lambda obs, ids, depth: stand_still[: len(ids)], horizons=[50])
+    batch = engine.run(branch, stand_still, lambda obs, ids, depth, masks: stand_still[: len(ids)], horizons=[50])
     assert batch.lengths[0] == 50
 
 

@@ -553,3 +553,18 @@ def test_progress_bar_by_default_on_a_terminal(monkeypatch) -> None:
     assert not train.show_progress(train.parse_args(["--verbose", "0"]))
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     assert not train.show_progress(args) and train.show_progress(train.parse_args(["-P"]))
+
+
+def test_masked_env_trains_and_evaluates_with_masks(tmp_path: Path) -> None:
+    """A masked RandomMDP raises on a masked action: training with evaluations (MaskableEvalCallback), the final
+    evaluation and --eval-only all pass the masks."""
+    env_args = ("--env", "arsm/RandomMDP-v0", "--env-kwargs", "n_states:4", "n_actions:6", "n_masked:3")
+    result = run_train("--algo", "arsm", *env_args, "-n", "128", "--seed", "0", "--eval-freq", "64", "--eval-episodes", "2",
+                       "-params", *TINY_ARSM, cwd=tmp_path)  # fmt: skip
+    assert_ok(result)
+    run = tmp_path / "logs" / "arsm" / "arsm-RandomMDP-v0_1"
+    assert (run / "evaluations.npz").is_file()
+    model = next(run.glob("*.zip"))
+    result = run_train("--algo", "arsm", *env_args, "--eval-only", "-i", str(model), "--eval-episodes", "3", cwd=tmp_path)
+    assert_ok(result)
+    assert "over 3 episodes" in result.stdout

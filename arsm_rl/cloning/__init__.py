@@ -56,7 +56,9 @@ exactness on a user's env; :func:`verify_snapshots` is the quick version that AR
 training on every env with :func:`unverified_parts` (anything but the built-in, tested families and
 wrapper rules); :func:`~arsm_rl.cloning.ids.register_optional_envs` makes ALE and
 MiniGrid ids available to ``gym.make``.  :func:`time_limit` and :func:`is_transparent` describe
-wrapper layers for other layers of the library (the rollouts' batch stepper).
+wrapper layers for other layers of the library (the rollouts' batch stepper).  :mod:`~arsm_rl.cloning.masks`
+reads action masks the way sb3-contrib does (an env's or ``ActionMasker``'s ``action_masks()``); the checks take
+random *valid* actions on masked envs (:func:`sample_action`).
 """
 
 from arsm_rl.cloning.access import StateAccess
@@ -65,11 +67,13 @@ from arsm_rl.cloning.core import CloneableWrapper, clone_state, make_cloneable, 
 from arsm_rl.cloning.families import Family
 from arsm_rl.cloning.ids import register_optional_envs
 from arsm_rl.cloning.layers import LayerKind, is_transparent, register_wrapper_state, time_limit
+from arsm_rl.cloning.masks import MASK_METHOD, env_masks, has_masks, sample_action, vec_masks
 from arsm_rl.cloning.registry import add_family_rule, family, family_of, register_cloneable
 from arsm_rl.cloning.rng import preserved_global_rngs
 from arsm_rl.cloning.snapshot import CloningError, NotCloneableError, Snapshot
 
 __all__ = [
+    "MASK_METHOD",
     "CloneableWrapper",
     "CloningError",
     "Family",
@@ -80,8 +84,10 @@ __all__ = [
     "add_family_rule",
     "check_cloneable",
     "clone_state",
+    "env_masks",
     "family",
     "family_of",
+    "has_masks",
     "is_transparent",
     "make_cloneable",
     "preserved_global_rngs",
@@ -89,8 +95,10 @@ __all__ = [
     "register_optional_envs",
     "register_wrapper_state",
     "restore_state",
+    "sample_action",
     "scratch_copy",
     "time_limit",
     "unverified_parts",
+    "vec_masks",
     "verify_snapshots",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 from arsm_rl.cloning.core import clone_state, make_cloneable, restore_state, scratch_copy
 from arsm_rl.cloning.ids import register_optional_envs
 from arsm_rl.cloning.layers import iter_layers, layer_rule
+from arsm_rl.cloning.masks import sample_action
 from arsm_rl.cloning.registry import resolve
 from arsm_rl.cloning.rng import preserved_global_rngs
 from arsm_rl.cloning.snapshot import AnyEnv, CloningError, NotCloneableError
@@ -53,6 +54,17 @@ def _run(env: AnyEnv, actions: list[Any]) -> list[tuple[Any, ...]]:
             obs, _ = env.reset()
             out.append((_canon(obs), "reset", False, False))
     return out
+
+
+def _run_random(env: AnyEnv, space: gym.Space[Any], n: int) -> tuple[list[Any], list[tuple[Any, ...]]]:
+    """:func:`_run` with ``n`` random actions drawn from ``space`` as it goes (valid ones, for masked envs);
+    :return: the actions, to replay, and the transitions"""
+    actions: list[Any] = []
+    out: list[tuple[Any, ...]] = []
+    for _ in range(n):
+        actions.append(sample_action(env, space))
+        out += _run(env, actions[-1:])
+    return actions, out
 
 
 def _compare(got: list[tuple[Any, ...]], ref: list[tuple[Any, ...]], where: str) -> None:
@@ -125,8 +137,8 @@ def check_cloneable(
             "two instances reset with the same seed gave different observations: the env is not "
             "reproducible from its seed, so cloning cannot be verified"
         )
-    prefix = [space.sample() for _ in range(n_prefix)]
-    got, ref = _run(env, prefix), _run(twin, prefix)
+    prefix, got = _run_random(env, space, n_prefix)
+    ref = _run(twin, prefix)
     for t, (g, r) in enumerate(zip(got, ref, strict=False)):
         field = _first_diff(g, r)
         if field is not None:
@@ -140,10 +152,9 @@ def check_cloneable(
         snap = pickle.loads(pickle.dumps(snap))
     except Exception as exc:
         raise CloningError(f"snapshot does not survive a pickle round trip: {exc!r}") from exc
-    continuation = [space.sample() for _ in range(n_compare)]
-    reference = _run(twin, continuation)
+    continuation, reference = _run_random(twin, space, n_compare)
 
-    _run(env, [wander_space.sample() for _ in range(n_wander)])
+    _run_random(env, wander_space, n_wander)
     _check_restore(env, snap, continuation, reference, "after restore")
     _check_restore(env, snap, continuation, reference, "after restoring the same snapshot a second time")
     _check_scratch_restore(env, snap, continuation, reference, "in a scratch_copy after restore")
@@ -202,10 +213,9 @@ def verify_snapshots(env: AnyEnv, *, seed: int = 0, n_prefix: int = 20, n_compar
         space.seed(seed)
         try:
             work.reset(seed=seed)
-            _run(work, [space.sample() for _ in range(n_prefix)])
+            _run_random(work, space, n_prefix)
             snap = clone_state(work)
-            continuation = [space.sample() for _ in range(n_compare)]
-            reference = _run(work, continuation)
+            continuation, reference = _run_random(work, space, n_compare)
             _check_restore(work, snap, continuation, reference, "after restore")
             _check_scratch_restore(work, snap, continuation, reference, "in another copy after restore")
         except CloningError as error:

@@ -136,6 +136,12 @@ def _table() -> dict[type, LayerRule]:
             table[aw.StickyActionEnv] = _builtin(Fields(("_sticky_action",)))
         except Exception:  # pragma: no cover - SB3 is a dependency
             pass
+        try:  # sb3-contrib's ActionMasker holds only the mask function (of the env it wraps)
+            from sb3_contrib.common.wrappers import ActionMasker
+
+            table[ActionMasker] = _BUILTIN_STATELESS
+        except ImportError:  # pragma: no cover - sb3-contrib is optional
+            pass
         _TABLE = table
     return _TABLE
 

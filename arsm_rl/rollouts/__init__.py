@@ -17,7 +17,8 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
 - :mod:`~arsm_rl.rollouts.engine`: :func:`run_lockstep` runs all rollouts of an update in lockstep,
   one batched policy call per step, and :class:`RolloutEngine` holds one training env's parts;
 - :mod:`~arsm_rl.rollouts.returns`: :func:`discounted_returns` turns reward sequences into action values,
-  with the same floating point operations for real and pseudo trajectories (equal rewards give bit-equal values).
+  with the same floating point operations for real and pseudo trajectories (equal rewards give bit-equal values);
+  :func:`true_values` and :func:`tail_horizon` value an update's real steps, completed by tail rollouts.
 """
 
 from arsm_rl.rollouts.engine import (
@@ -32,7 +33,7 @@ from arsm_rl.rollouts.engine import (
 )
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, flatten_steps, select_rows, stack_obs
 from arsm_rl.rollouts.policy import RacePolicy
-from arsm_rl.rollouts.returns import discounted_returns, float32_rewards
+from arsm_rl.rollouts.returns import discounted_returns, float32_rewards, tail_horizon, trailing_start, true_values
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
 
@@ -63,5 +64,8 @@ __all__ = [
     "select_rows",
     "select_stepper",
     "stack_obs",
+    "tail_horizon",
+    "trailing_start",
+    "true_values",
     "verify_rollouts",
 ]

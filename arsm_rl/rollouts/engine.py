@@ -9,21 +9,23 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from arsm_rl.cloning import Snapshot
+from arsm_rl.cloning import Snapshot, has_masks, vec_masks
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows
 from arsm_rl.rollouts.returns import float32_rewards
 from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import VecCloner
+from arsm_rl.strategies import JointActions
 
 __all__ = ["POLICY_BLOCK", "ActFn", "BranchPoint", "RolloutBatch", "RolloutEngine", "block_rows", "pad_rows", "run_lockstep"]
 
-#: ``act(obs_batch, rollout_ids, depth) -> actions``: the policy used inside pseudo rollouts.
+#: ``act(obs_batch, rollout_ids, depth, masks) -> actions``: the policy used inside pseudo rollouts.
 #: ``obs_batch`` holds the observations of the rollouts ``rollout_ids`` (indices in the request list),
-#: ``depth`` the number of steps they have already taken; one action per row is returned. The rows are
+#: ``depth`` the number of steps they have already taken, ``masks`` their states' action masks as the envs return
+#: them (``None`` for envs without masks); one action per row is returned. The rows are
 #: every rollout of each block of :data:`POLICY_BLOCK` consecutive rollouts that has a live one (finished
 #: rollouts included; their actions are not used), so that a rollout's policy call always sees the same
 #: batch layout, whichever other rollouts run with it (see :func:`block_rows`).
-ActFn = Callable[[Obs, np.ndarray, int], np.ndarray]
+ActFn = Callable[[Obs, np.ndarray, int, np.ndarray | None], np.ndarray]
 
 #: Rollouts are handed to the policy in blocks of this many rows.
 POLICY_BLOCK = 16
@@ -127,7 +129,9 @@ def run_lockstep(
         ids = np.flatnonzero(live)
         rows = block_rows(ids, n)
         actions = np.array(actions, copy=True)
-        actions[ids] = act(select_rows(batch_obs, rows), rows + id_offset, depth)[np.searchsorted(rows, ids)]
+        masks = steppers.masks()
+        chosen = act(select_rows(batch_obs, rows), rows + id_offset, depth, None if masks is None else masks[rows])
+        actions[ids] = chosen[np.searchsorted(rows, ids)]
     restore_steps = sum(snapshot.restore_steps for snapshot in snapshots)
     return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps)
 
@@ -175,8 +179,20 @@ class RolloutEngine:
         self.pipeline = ObsPipeline(venv)
         self.pool = ScratchPool(self.cloner.scratch_copy)
         self.stepper = select_stepper(self.pool.take(1)[0])
+        #: the env has action masks (:mod:`~arsm_rl.cloning.masks`)
+        self.masked = has_masks(venv)
         #: rollout workers (:mod:`~arsm_rl.rollouts.workers`) that :meth:`run` hands the rollouts to, or ``None``
         self.workers: Any = None
+
+    def action_masks(self, joint: JointActions) -> np.ndarray | None:
+        """
+        :param joint: the action coding
+        :return: the training sub-envs' current action masks, ``(n_envs, sum(nvec))`` bool, checked
+            (:meth:`~arsm_rl.strategies.JointActions.check_masks`), or ``None`` for an env without masks
+        """
+        if not self.masked:
+            return None
+        return joint.check_masks(vec_masks(self.venv), self.venv.num_envs, "action_masks() of the training env")
 
     def branch_points(self, indices: Sequence[int]) -> list[BranchPoint]:
         """

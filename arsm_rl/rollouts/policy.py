@@ -52,17 +52,24 @@ class RacePolicy:
         with th.no_grad():
             return self.policy(obs_as_tensor(pad_rows(obs), self.device)).float().cpu()[:n]  # type: ignore[arg-type]
 
-    def first_actions(self, obs: Obs, ids: np.ndarray) -> np.ndarray:
-        """:return: the ``(len(ids), K)`` first actions of rollouts that start with a fresh draw (tails)"""
-        return self.joint.race(self.logits(obs), self.streams.draw(ids, 0))
+    def masked_logits(self, obs: Obs, masks: np.ndarray | None) -> th.Tensor:
+        """:return: :meth:`logits`, ``-inf`` where ``masks`` (as the envs return them, or ``None``) forbids an action"""
+        logits = self.logits(obs)
+        if masks is None:
+            return logits
+        return self.joint.masked(logits, self.joint.check_masks(masks, len(logits), "action_masks() of a scratch env"))
 
-    def __call__(self, obs: Obs, ids: np.ndarray, depth: int) -> np.ndarray:
+    def first_actions(self, obs: Obs, ids: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """:return: the ``(len(ids), K)`` first actions of rollouts that start with a fresh draw (tails)"""
+        return self.joint.race(self.masked_logits(obs, masks), self.streams.draw(ids, 0))
+
+    def __call__(self, obs: Obs, ids: np.ndarray, depth: int, masks: np.ndarray | None = None) -> np.ndarray:
         noise = self.streams.draw(ids, depth)
         if self.share_noise:
             steps = self.branch_steps[ids] + depth
             shared = (self.branch_steps[ids] >= 0) & (steps < len(self.real_noise))
             noise[shared] = self.real_noise[steps[shared], self.branch_envs[ids][shared]]
-        return self.joint.env_actions(self.joint.race(self.logits(obs), noise))
+        return self.joint.env_actions(self.joint.race(self.masked_logits(obs, masks), noise))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["discounted_returns", "float32_rewards"]
+__all__ = ["discounted_returns", "float32_rewards", "tail_horizon", "trailing_start", "true_values"]
 
 
 def float32_rewards(rewards: np.ndarray | list[float]) -> np.ndarray:
@@ -54,3 +54,61 @@ def discounted_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float, hor
         alive_j[: n - j] = alive[j:]
         acc = reward_j + gamma * (alive_j * acc)
     return acc
+
+
+def trailing_start(dones: np.ndarray) -> int:
+    """:return: the first step of the episode still running at the end of ``dones`` (0 if none ended)"""
+    ended = np.flatnonzero(dones)
+    return int(ended[-1]) + 1 if len(ended) else 0
+
+
+def tail_horizon(used: np.ndarray, dones: np.ndarray, horizon: int | None) -> int | None:
+    """
+    Steps a tail rollout must run, after one sub-env's data, to complete the values of its used steps in the episode
+    still running at the end of the data.
+
+    :param used: (n,) bool, the steps that need their true action's value
+    :param dones: (n,) episode ends
+    :param horizon: the values' horizon (``None``: to the episode's end)
+    :return: ``None`` for the whole episode, 0 when no tail is needed
+    """
+    start = trailing_start(dones)
+    needed = np.flatnonzero(used[start:])
+    if dones[-1] or len(needed) == 0:
+        return 0
+    if horizon is None:
+        return None
+    # the last used step reaches furthest past the data: h - (n - t_last) rewards are missing
+    return max(0, horizon - (len(used) - (start + int(needed[-1]))))
+
+
+def true_values(
+    rewards: np.ndarray, dones: np.ndarray, tail_rewards: dict[int, np.ndarray], gamma: float, horizon: int | None
+) -> np.ndarray:
+    """
+    Q(s_t, a_t) of an update's real steps: the real rewards' discounted returns, completed by tail rollouts.
+
+    :param rewards: (n, E) real rewards
+    :param dones: (n, E) episode ends
+    :param tail_rewards: sub-env -> rewards of the tail rollout from the state after its last step
+    :param gamma: discount factor
+    :param horizon: the values' horizon (``None``: to the episode's end)
+    :return: (n, E) values, NaN where unknown (a still-running episode without a tail, past the horizon's reach)
+    """
+    n, n_envs = rewards.shape
+    values = np.full((n, n_envs), np.nan)
+    for e in range(n_envs):
+        env_rewards, env_dones = rewards[:, e], dones[:, e]
+        # Without a tail, values in the still-running episode are known only where their horizon fits.
+        if e in tail_rewards or env_dones[-1]:
+            unknown_from = n
+        elif horizon is None:
+            unknown_from = trailing_start(env_dones)
+        else:
+            unknown_from = max(trailing_start(env_dones), n - horizon + 1)
+        if e in tail_rewards:
+            tail = tail_rewards[e]
+            env_rewards = np.concatenate([env_rewards, tail])
+            env_dones = np.concatenate([env_dones, np.arange(len(tail)) == len(tail) - 1])
+        values[:unknown_from, e] = discounted_returns(env_rewards, env_dones, gamma, horizon)[:unknown_from]
+    return values

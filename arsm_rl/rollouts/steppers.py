@@ -5,7 +5,7 @@ preference and :func:`select_stepper` takes the first that supports the training
 
 - :class:`BatchStepper`: the env family's batched numpy dynamics (``Family.dynamics`` in :mod:`arsm_rl.cloning`,
   e.g. CartPole), bit-identical to stepping the envs one by one, for envs whose wrappers it can emulate;
-- :class:`EnvStepper`: one scratch env per rollout, stepped one by one (any cloneable env).
+- :class:`EnvStepper`: one scratch env per rollout, stepped one by one (any cloneable env, with action masks).
 
 A new backend (worker processes, forked snapshots, ...) is one more :class:`Stepper` in :data:`STEPPERS`.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from arsm_rl.cloning import Snapshot, family, is_transparent, restore_state, time_limit
+from arsm_rl.cloning import Snapshot, env_masks, family, has_masks, is_transparent, restore_state, time_limit
 from arsm_rl.rollouts.obs import Obs, stack_obs
 
 __all__ = ["STEPPERS", "BatchStepper", "EnvStepper", "ScratchPool", "Stepper", "select_stepper"]
@@ -75,9 +75,16 @@ class Stepper(ABC):
             rewards (R,) and episode ends (R,) of this step, zero and ``False`` where not live
         """
 
+    def masks(self) -> np.ndarray | None:
+        """
+        :return: the action masks of the rollouts' current states, ``(R, ...)`` as the envs return them (rows that
+            are not live keep their last one), or ``None`` for envs without masks (:mod:`~arsm_rl.cloning.masks`)
+        """
+        return None
+
 
 class EnvStepper(Stepper):
-    """Rollouts on a list of scratch envs: restore each, step the live ones one by one."""
+    """Rollouts on a list of scratch envs: restore each, step the live ones one by one (reading their masks)."""
 
     @classmethod
     def supports(cls, env: gym.Env) -> bool:
@@ -88,13 +95,21 @@ class EnvStepper(Stepper):
         for env, snapshot in zip(self.envs, snapshots, strict=True):
             restore_state(env, snapshot)
         self.raw: list[Any] = [None] * len(snapshots)
+        # the branch states' masks stand in for rollouts that end before their first mask is read
+        self._masks = [env_masks(env) for env in self.envs] if self.envs and has_masks(self.envs[0]) else None
 
     def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
         rewards, ended = np.zeros(len(live)), np.zeros(len(live), dtype=bool)
         for r in np.flatnonzero(live):
-            self.raw[r], rewards[r], terminated, truncated, _ = self.envs[r].step(_env_action(actions[r]))
+            env = self.envs[r]
+            self.raw[r], rewards[r], terminated, truncated, _ = env.step(_env_action(actions[r]))
             ended[r] = terminated or truncated
+            if self._masks is not None and not ended[r]:  # a final state's mask is never used
+                self._masks[r] = env_masks(env)
         return stack_obs(self.raw), rewards, ended
+
+    def masks(self) -> np.ndarray | None:
+        return None if self._masks is None else np.stack(self._masks)
 
 
 class BatchStepper(Stepper):
@@ -107,7 +122,7 @@ class BatchStepper(Stepper):
     @classmethod
     def supports(cls, env: gym.Env) -> bool:
         dynamics = family(env).dynamics
-        if dynamics is None or not dynamics.supports(env.unwrapped):
+        if dynamics is None or not dynamics.supports(env.unwrapped) or has_masks(env):
             return False
         limits = 0
         layer: Any = env

@@ -16,6 +16,7 @@ from arsm_rl.cloning import (
     family,
     make_cloneable,
     preserved_global_rngs,
+    sample_action,
     scratch_copy,
     time_limit,
     unverified_parts,
@@ -131,7 +132,7 @@ def _check_episodes_end(env: gym.Env[Any, Any], seed: int) -> None:
 
 def _episode_ends(env: gym.Env[Any, Any], space: gym.Space[Any]) -> bool:
     for _ in range(PROBE_STEPS):
-        _, _, terminated, truncated, _ = env.step(space.sample())
+        _, _, terminated, truncated, _ = env.step(sample_action(env, space))
         if terminated or truncated:
             return True
     return False

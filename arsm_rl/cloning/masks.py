@@ -1,0 +1,57 @@
+"""Action masks, read the way sb3-contrib's MaskablePPO reads them: the env's ``action_masks()`` method.
+
+An env supports masking when it, or one of its wrappers (sb3-contrib's ``ActionMasker``), has a method
+``action_masks()`` returning one bool per action, ``True`` where valid (``MultiDiscrete``: the dimensions' masks
+concatenated). The training ``VecEnv`` is asked through ``env_method`` (``DummyVecEnv`` and ``SubprocVecEnv``, like
+``sb3_contrib.common.maskable.utils.get_action_masks``); scratch envs are asked directly, after every pseudo step,
+since masks depend on the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
+
+from arsm_rl.strategies import JointActions
+
+__all__ = ["MASK_METHOD", "env_masks", "has_masks", "sample_action", "vec_masks"]
+
+#: The method name of sb3-contrib's convention.
+MASK_METHOD = "action_masks"
+
+
+def has_masks(env: gym.Env[Any, Any] | VecEnv) -> bool:
+    """:return: whether ``env`` (a ``gym.Env``, possibly wrapped, or a ``VecEnv``) exposes ``action_masks()``"""
+    if isinstance(env, VecEnv):
+        return env.has_attr(MASK_METHOD)
+    try:
+        env.get_wrapper_attr(MASK_METHOD)
+    except AttributeError:
+        return False
+    return True
+
+
+def vec_masks(venv: VecEnv) -> np.ndarray:
+    """:return: the sub-envs' current masks, stacked, ``(n_envs, ...)`` as the envs return them"""
+    return np.stack(venv.env_method(MASK_METHOD))
+
+
+def env_masks(env: gym.Env[Any, Any]) -> np.ndarray:
+    """:return: the current mask of one env (a scratch copy), as it returns it"""
+    return np.asarray(env.get_wrapper_attr(MASK_METHOD)())
+
+
+def sample_action(env: gym.Env[Any, Any], space: gym.Space[Any]) -> Any:
+    """:return: ``space.sample()``, among the valid actions of ``env``'s current state when it has action masks
+    :raises ValueError: for a mask of the wrong size or without a valid action"""
+    if not has_masks(env) or not isinstance(space, spaces.Discrete | spaces.MultiDiscrete):
+        return space.sample()
+    discrete = isinstance(space, spaces.Discrete)
+    nvec = np.array([space.n]) if discrete else space.nvec.reshape(-1)
+    source = f"action_masks() of {type(env.unwrapped).__name__}"
+    mask = JointActions(nvec, discrete).check_masks(env_masks(env), 1, source)[0].astype(np.int8)
+    return space.sample(mask=mask) if discrete else space.sample(mask=tuple(np.split(mask, np.cumsum(nvec)[:-1])))
