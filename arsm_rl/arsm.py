@@ -420,6 +420,7 @@ class ARSM(BaseAlgorithm):
         self.logger.record("train/entropy_loss", entropy_loss.item())
         self.logger.record("train/grad_norm", grad_norm)
         self.logger.record("train/grad_log_variance", grad_log_variance)
+        self.logger.record("train/no_signal_share", float((grads == 0).all(axis=1).mean()) if len(grads) else 1.0)
         self.logger.record("rollout/pseudo_actions_per_step", float(plan.counts.mean()))
         self.logger.record("rollout/pseudo_step_share", float((plan.counts > 0).mean()))
         self.logger.record("rollout/pseudo_rollouts", len(plan.requests))

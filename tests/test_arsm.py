@@ -405,3 +405,14 @@ def test_update_without_pseudo_actions(estimator: str) -> None:
     assert model.logger.name_to_value["rollout/pseudo_step_share"] == 0.0
     for a, b in zip(before, model.policy.parameters(), strict=True):
         assert th.equal(a, b)
+
+
+def test_no_signal_share_is_logged() -> None:
+    """``train/no_signal_share``: 1 on MountainCar's untrained policy (every rollout reaches the time limit with the
+    same return, so every step's estimate is exactly zero), below 1 on CartPole."""
+    shares = {}
+    for env_id in ("MountainCar-v0", "CartPole-v1"):
+        model = ARSM("MlpPolicy", env_id, n_steps=64, max_pseudo_rollouts=8, seed=0)
+        model.train(model.collect_update())
+        shares[env_id] = model.logger.name_to_value["train/no_signal_share"]
+    assert shares["MountainCar-v0"] == 1.0 and shares["CartPole-v1"] < 1.0
