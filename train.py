@@ -609,15 +609,16 @@ def make_eval_env(args: argparse.Namespace, settings: dict[str, Any], seed: int)
     return make_env(args.env, eval_settings, args.n_eval_envs, seed, cloneable=False)
 
 
-def takes_masks(algo: str, env: VecEnv) -> bool:
-    """Whether evaluation passes action masks: the env has them and ``--algo``'s ``predict`` takes ``action_masks``."""
-    return has_masks(env) and "action_masks" in inspect.signature(ALGOS[algo].predict).parameters
+def takes_masks(algo: type[BaseAlgorithm], env: VecEnv) -> bool:
+    """Whether evaluation passes action masks: the env has them and the algorithm's ``predict`` takes ``action_masks``
+    (ARSM, MaskablePPO)."""
+    return has_masks(env) and "action_masks" in inspect.signature(algo.predict).parameters
 
 
-def evaluate(algo: str, model: BaseAlgorithm, env: VecEnv, n_eval_episodes: int, deterministic: bool) -> tuple[float, float]:
+def evaluate(model: BaseAlgorithm, env: VecEnv, n_eval_episodes: int, deterministic: bool) -> tuple[float, float]:
     """SB3's ``evaluate_policy``, or sb3-contrib's maskable one (each state's masks go to ``predict``) when
     :func:`takes_masks`."""
-    evaluator = maskable_evaluate_policy if takes_masks(algo, env) else evaluate_policy
+    evaluator = maskable_evaluate_policy if takes_masks(type(model), env) else evaluate_policy
     mean, std = evaluator(model, env, n_eval_episodes=n_eval_episodes, deterministic=deterministic)  # type: ignore[arg-type]
     return float(mean), float(std)
 
@@ -636,7 +637,7 @@ def evaluate_only(args: argparse.Namespace, settings: dict[str, Any], kwargs: di
         if stats.is_file():
             venv = VecNormalize.load(str(stats), venv)
             venv.training, venv.norm_reward = False, False
-    mean, std = evaluate(args.algo, model, venv, args.eval_episodes, deterministic=not args.stochastic)
+    mean, std = evaluate(model, venv, args.eval_episodes, deterministic=not args.stochastic)
     policy = "stochastic" if args.stochastic else "deterministic"
     print(f"{args.algo} {args.env}: {mean:.2f} +- {std:.2f} over {args.eval_episodes} episodes ({policy} policy)")
     venv.close()
@@ -754,7 +755,7 @@ def make_callbacks(
     if args.eval_freq > 0:
         eval_env = _normalized_eval_env(make_eval_env(args, settings, seed + 10_000), normalize)
         callbacks.append(
-            (MaskableEvalCallback if takes_masks(args.algo, eval_env) else EvalCallback)(
+            (MaskableEvalCallback if takes_masks(ALGOS[args.algo], eval_env) else EvalCallback)(
                 eval_env,
                 eval_freq=max(args.eval_freq // n_envs, 1),
                 n_eval_episodes=args.eval_episodes,
@@ -847,7 +848,7 @@ def learn_and_save(args: argparse.Namespace, model: BaseAlgorithm, n_timesteps: 
         if vec_normalize is not None:
             sync_envs_normalization(vec_normalize, final_eval_env)
         deterministic = not args.stochastic
-        evaluation = evaluate(args.algo, model, final_eval_env, args.eval_episodes, deterministic)
+        evaluation = evaluate(model, final_eval_env, args.eval_episodes, deterministic)
     final_eval_env.close()
     if args.verbose > 0:
         print(summary_line(args, model, model_path, seconds, evaluation, seed))

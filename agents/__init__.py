@@ -4,7 +4,8 @@
 every estimator of :data:`arsm_rl.ESTIMATORS` marked ``algo`` (``rloo``, ``all_action``) is ARSM with
 that gradient estimator (a thin subclass that only changes the default of ``estimator``, so its
 models are ordinary ARSM models: ``ARSM.load`` reads them).
-``a2c`` and ``ppo`` are Stable-Baselines3's own classes, used as baselines with RL Zoo's presets.
+``a2c`` and ``ppo`` are Stable-Baselines3's own classes, used as baselines with RL Zoo's presets, and
+``maskable_ppo`` is sb3-contrib's MaskablePPO, the baseline on envs with action masks.
 
 Preset lookup (:func:`load_preset`) follows RL Zoo: the env id's key, else ``atari`` for ALE
 games, else ``default``. A named variant (``--preset paper``) reads the key ``<env id>-<variant>``.
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -45,12 +47,14 @@ def estimator_algo(estimator: str) -> type[ARSM]:
 
 
 #: ``--algo`` name -> algorithm class: ARSM, one ARSM per estimator registered as an algo of its own
-#: (``Estimator.algo``: the self-critic peers ``rloo`` and ``all_action``), and SB3's A2C and PPO.
+#: (``Estimator.algo``: the self-critic peers ``rloo`` and ``all_action``), SB3's A2C and PPO, and sb3-contrib's
+#: MaskablePPO.
 ALGOS: dict[str, type[BaseAlgorithm]] = {
     "arsm": ARSM,
     **{name: estimator_algo(name) for name, cls in ESTIMATORS.items() if cls.algo},
     "a2c": A2C,
     "ppo": PPO,
+    "maskable_ppo": MaskablePPO,
 }
 
 #: Algorithms that need cloneable envs (and ``wrapper_class=make_cloneable``).

@@ -32,16 +32,16 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
 from agents import ALGOS, ARSM_FAMILY, load_preset
-from train import UsageError, build_kwargs, make_env, normalize_kwargs, probe_preset_env, split_preset
+from train import UsageError, build_kwargs, evaluate, make_env, normalize_kwargs, probe_preset_env, split_preset
 
-ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo")
-THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0}
+ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo", "maskable_ppo")
+THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0, "arsm/MaskedTaxi-v0": 7.0,
+              "MiniGrid-Empty-5x5-v0": 0.9}  # fmt: skip
 TYPES: dict[str, Any] = {  # how stored CSV fields are read back when results merge
     "seed": int, "real_steps": int, "simulator_steps": int, "episodes": int,
     "wall_s": float, "final_eval": float, "eval_mean": float, "solved": lambda text: text == "True",
@@ -68,7 +68,7 @@ class ThresholdCallback(BaseCallback):
         start = time.perf_counter()
         if isinstance(self.eval_env, VecNormalize):
             sync_envs_normalization(self.training_env, self.eval_env)
-        mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.n_episodes, deterministic=False)
+        mean, _ = evaluate(self.model, self.eval_env, self.n_episodes, deterministic=False)  # with masks if the env has them
         self.eval_seconds += time.perf_counter() - start
         simulator = self.num_timesteps + getattr(self.model, "num_pseudo_steps", 0)
         self.curve.append((self.num_timesteps, simulator, self.episodes, float(mean)))
