@@ -522,8 +522,9 @@ def model_file(path: str) -> Path:
 
 def model_algo(file: Path) -> str | None:
     """
-    The ``--algo`` a model zip belongs to, read from its JSON ``data`` (nothing is unpickled): the algorithm whose
-    constructor parameters best match the saved attributes (ARSM-family zips give ``arsm``).
+    The ``--algo`` a model zip belongs to, read from its JSON ``data`` (nothing is unpickled): among the algorithms
+    whose policies come from the saved policy class's module, the one whose constructor parameters best match the
+    saved attributes (ARSM-family zips give ``arsm``).
 
     :return: the algorithm, or ``None`` if the file is not a Stable-Baselines3 model zip
     """
@@ -535,10 +536,13 @@ def model_algo(file: Path) -> str | None:
     if not isinstance(data, dict) or "policy_class" not in data:
         return None
     saved = set(data)
+    policy_module = data["policy_class"].get("__module__") if isinstance(data["policy_class"], dict) else None
 
-    def score(algo: str) -> int:
+    def score(algo: str) -> tuple[bool, int]:
+        # first the policy's module (MaskablePPO's and PPO's parameters nearly coincide), then the parameters
+        own_policy = any(cls.__module__ == policy_module for cls in ALGOS[algo].policy_aliases.values())
         params = set(constructor_parameters(ALGOS[algo]))
-        return len(params & saved) - len(params - saved)
+        return own_policy, len(params & saved) - len(params - saved)
 
     return max(ALGOS, key=score)
 

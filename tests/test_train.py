@@ -263,7 +263,10 @@ def test_corrupt_model(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture,
     assert_one_line_error(code, capsys.readouterr().err, "model.zip is not a Stable-Baselines3 model zip")
 
 
-@pytest.mark.parametrize(("saved", "asked"), [("ppo", "arsm"), ("arsm", "ppo"), ("a2c", "ppo"), ("ppo", "a2c")])
+@pytest.mark.parametrize(
+    ("saved", "asked"),
+    [("ppo", "arsm"), ("arsm", "ppo"), ("a2c", "ppo"), ("ppo", "a2c"), ("maskable_ppo", "ppo"), ("ppo", "maskable_ppo")],
+)
 @pytest.mark.parametrize("mode", [["--eval-only"], ["-n", "64"]])
 def test_model_of_another_algo(saved: str, asked: str, mode: list[str], tmp_path: Path, capsys, monkeypatch) -> None:
     """A zip says which --algo it belongs to (read from its JSON, nothing unpickled)."""
