@@ -307,3 +307,25 @@ def test_fingerprints_pin_training() -> None:
         text=True,
     )  # fmt: skip
     assert result.stdout.splitlines()[-1] == "0 of 11 changed", result.stdout
+
+
+def test_many_actions_quick(tmp_path: Path) -> None:
+    """many_actions.py: the mask-form table (both forms), a variance row per (C, estimator) whose last cell is the
+    error times the steps it cost, and learning fractions between the uniform policy's (0) and the optimum's (1)."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "many_actions.py"), "--quick", "--out", str(tmp_path)],
+        check=True, cwd=ROOT, timeout=300, capture_output=True,
+    )  # fmt: skip
+    forms = [line.split(" | ")[0].strip("| ") for line in (tmp_path / "mask_form.md").read_text().splitlines()[2:]]
+    assert forms == ["full C = 6, masked logits -inf", "valid subset, C = 4"]
+    lines = (tmp_path / "many_actions_variance.md").read_text().splitlines()
+    rows = [line.strip("| ").split(" | ") for line in lines[2:] if line.startswith("| ")]
+    estimators = ("arsm", "ars", "rloo", "all_action", "reinforce")
+    assert [(row[0], row[1], row[2]) for row in rows][:5] == [("2", "0", e) for e in estimators]
+    for row in rows:
+        error, spent, product = float(row[4]), float(row[5].replace(",", "")), float(row[6])
+        assert error > 0 and product == pytest.approx(error * spent / 1e5, rel=0.05, abs=1e-5)
+    learning = (tmp_path / "many_actions_learning.md").read_text().splitlines()
+    fractions = [float(line.split(" | ")[3]) for line in learning[2:] if line.startswith("| ")]
+    assert fractions and all(-1.0 <= f <= 1.0 + 1e-9 for f in fractions)
+    assert any("maskable_ppo" in line for line in learning)
