@@ -270,8 +270,10 @@ class ARSM(BaseAlgorithm):
                 if log_interval is not None and iteration % log_interval == 0:
                     self.dump_logs(iteration)
                 self.train(collected)
-        finally:  # whatever stops training (the end, an exception, Ctrl-C), the workers stop with it
-            self.close_rollout_workers()
+                del collected  # its fork snapshots are freed before the next update takes its own
+        finally:  # whatever stops training (the end, an exception, Ctrl-C), the workers stop and fork snapshots are freed
+            if self._engine is not None:
+                self._engine.release()
         callback.on_training_end()
         return self
 
@@ -310,16 +312,16 @@ class ARSM(BaseAlgorithm):
         obs_list: list[Any] = []
         logits_list, noise_list, action_list, reward_list, done_list = [], [], [], [], []
         branches: list[BranchPoint | None] = []
-        # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets
-        # the update decide which steps to roll out from, all at once.
-        rolls_out = self.strategy.rolls_out
+        # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets the update
+        # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
         callback.on_rollout_start()
         for _ in range(n):
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(self._last_obs, self.device)).float().cpu()  # type: ignore[arg-type]
             noise = self._joint.noise(self._real_rng, n_envs)
             actions = self._joint.race(logits, noise)
-            branches += self._engine.branch_points(range(n_envs)) if rolls_out else [None] * n_envs
+            draws = Draws(self._joint, logits.numpy(), noise, self._joint.encode(actions))
+            branches += self._engine.step_branch_points(range(n_envs), self.strategy, draws)
             new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()

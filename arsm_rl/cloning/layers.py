@@ -145,9 +145,21 @@ def layer_rule(wrapper: Any) -> LayerRule:
     :param wrapper: a wrapper layer.
     :return: the rule of its exact class, else the generic rule.
     """
-    cls = type(wrapper)
+    return _class_rule(type(wrapper))
+
+
+def _class_rule(cls: type) -> LayerRule:
     rule = _RULES.get(cls)
     return rule if rule is not None else _table().get(cls, _GENERIC)
+
+
+def is_statistics(wrapper_cls: type) -> bool:
+    """Whether layers of this wrapper class only record statistics (SB3 ``Monitor``, ``RecordEpisodeStatistics``,
+    classes registered with ``statistics=True``): snapshots and pseudo rollouts leave them out.
+
+    :param wrapper_cls: a wrapper class (exact type).
+    """
+    return _class_rule(wrapper_cls).kind is LayerKind.STATISTICS
 
 
 def set_layer_rule(wrapper_cls: type, rule: LayerRule) -> None:
