@@ -14,7 +14,8 @@ Three kinds of process serve an env, all running this module's code:
 
 Lifetimes nest: a paused copy dies with the process that forked it (``PR_SET_PDEATHSIG``), a rollout with its
 paused copy; a worker exits when its trainer connection closes, a rollout when its connection closes. Every
-process reaps its children. Ctrl-C (``SIGINT``) is the trainer's to handle: these processes ignore it.
+process reaps its children, and a worker adopts and reaps the orphans of its tree (``PR_SET_CHILD_SUBREAPER``), so
+that none is left as a zombie. Ctrl-C (``SIGINT``) is the trainer's to handle: these processes ignore it.
 
 Messages are pickled; commands are ``(name, data)`` pairs, replies ``("ok", value)`` or ``("error", (exception
 type name, text))``.
@@ -24,15 +25,18 @@ Connections to paused copies are accepted only from processes of the same user (
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib.util
 import itertools
 import os
 import pickle
+import random
 import secrets
 import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -46,6 +50,7 @@ import gymnasium as gym
 #: without running these package initialisers.
 _BARE_PACKAGES = ("stable_baselines3", "stable_baselines3.common.vec_env")
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
@@ -77,6 +82,15 @@ def without_layers(env: gym.Env[Any, Any], positions: list[int]) -> gym.Env[Any,
     return kept[0]
 
 
+def _fork() -> int:
+    """``os.fork``, with Python's global ``random`` state kept in the child (CPython reseeds it after a fork)."""
+    state = random.getstate()
+    pid = os.fork()
+    if pid == 0:
+        random.setstate(state)
+    return pid
+
+
 def _die_with_parent() -> None:
     """Have the kernel kill this (just forked) process when its parent exits."""
     parent = os.getppid()
@@ -91,6 +105,17 @@ def _reap(*_: Any) -> None:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
     except ChildProcessError:
+        pass
+
+
+def _reap_orphans(seconds: float) -> None:
+    """Wait (up to ``seconds``) for the adopted orphans of this worker's tree, all killed already, to exit."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.005)
+    except ChildProcessError:  # none left
         pass
 
 
@@ -115,6 +140,7 @@ class EnvServer:
         self.vec = vec
         self.statistics = statistics
         self.paused: set[int] = set()  # pids of this process's paused copies
+        self.dying: set[int] = set()  # freed copies not yet reaped
 
     def serve(self) -> None:
         """Answer commands until the connection closes or ``close`` arrives, then free the paused copies."""
@@ -132,10 +158,11 @@ class EnvServer:
             "spaces": lambda _: (self.env.observation_space, self.env.action_space),
             "layer_types": lambda _: self._layer_types(),
             "configure": self._configure,
-            "sync": lambda _: None,
+            "sync": lambda _: self._reap(block=True),
         }
         try:
             while True:
+                self._reap(block=False)
                 command, data = pickle.loads(self.conn.recv_bytes())
                 if command == "close":
                     break
@@ -152,6 +179,7 @@ class EnvServer:
             pass
         finally:
             self._free(list(self.paused))
+            self._reap(block=True)
 
     def _step(self, action: Any) -> Any:
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -200,7 +228,7 @@ class EnvServer:
         address = f"\0arsm-fork-{os.getpid()}-{secrets.token_hex(8)}"
         listener.bind(address)
         listener.listen(128)
-        pid = os.fork()
+        pid = _fork()
         if pid == 0:
             try:
                 self._pause(listener)
@@ -213,7 +241,7 @@ class EnvServer:
     def _pause(self, listener: socket.socket) -> None:
         """The paused copy: fork a rollout for each connection, until killed."""
         self.conn.close()
-        self.paused = set()
+        self.paused, self.dying = set(), set()
         _die_with_parent()
         signal.signal(signal.SIGCHLD, _reap)
         while True:
@@ -221,7 +249,7 @@ class EnvServer:
             if not _same_user(conn):
                 conn.close()
                 continue
-            if os.fork() == 0:
+            if _fork() == 0:
                 listener.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _die_with_parent()
@@ -231,11 +259,26 @@ class EnvServer:
             conn.close()
 
     def _free(self, pids: list[int]) -> None:
+        """Kill paused copies (reaped later: a process's teardown takes about a millisecond)."""
         for pid in pids:
             if pid in self.paused:
                 self.paused.discard(pid)
                 os.kill(pid, signal.SIGKILL)
+                self.dying.add(pid)
+
+    def _reap(self, block: bool) -> None:
+        """Reap exited children (``block``: wait for the freed copies first)."""
+        for pid in list(self.dying) if block else []:
+            try:
                 os.waitpid(pid, 0)
+            except ChildProcessError:  # reaped already
+                pass
+            self.dying.discard(pid)
+        try:
+            while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:
+                self.dying.discard(pid)
+        except ChildProcessError:  # no children
+            pass
 
 
 def _bare_packages() -> None:
@@ -267,6 +310,8 @@ def _load(payload: bytes) -> Any:
 def main() -> None:
     """A worker: ``python -m arsm_rl.forkvec.server FD``, FD a socket to the trainer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1)
     conn = Connection(int(sys.argv[1]))
     try:
         path, registry, payload = pickle.loads(conn.recv_bytes())
@@ -278,6 +323,7 @@ def main() -> None:
                 continue
             gym.registry.setdefault(spec.id, spec)
         env = _load(payload)()
+        gc.freeze()  # the objects made so far are never traversed by the collector: fewer pages copied after forks
         conn.send_bytes(dumps(("ok", {"torch": "torch" in sys.modules})))
     except (EOFError, ConnectionResetError, BrokenPipeError):
         return
@@ -286,6 +332,7 @@ def main() -> None:
         conn.send_bytes(dumps(("error", (type(error).__name__, text))))
         return
     EnvServer(conn, env, vec=True, statistics=[]).serve()
+    _reap_orphans(seconds=2)
     env.close()
 
 
