@@ -19,10 +19,10 @@ from typing import Any
 
 import torch as th
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
-from agents import ALGOS, load_preset  # noqa: E402
-from train import build_kwargs, make_env, split_preset  # noqa: E402
+from agents import ALGOS, load_preset
+from train import build_kwargs, make_env, split_preset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="real steps of each run")
     parser.add_argument("--chunk", type=int, default=5_000, help="real steps per timed chunk")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="1k real steps in 512-step chunks")
+    parser.add_argument("--quick", action="store_true", help="512 real steps in 256-step chunks (one update each)")
     parser.add_argument("--out", type=Path, default=RESULTS / "fork_training.md")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.chunk = 1_024, 512
+        args.steps, args.chunk = 512, 256
     th.set_num_threads(1)
     models = {name: build(args.env, args.seed, name) for name in ("dummy", "fork")}
     rows, totals = [], {name: 0.0 for name in models}
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['dummy_pseudo']:,} ({row['dummy_replayed']:,}) | {row['fork_pseudo']:,} ({row['fork_replayed']:,}) |"
         )
     lines += [
-        f"| **total** | **{totals['dummy']:.1f}** | **{totals['fork']:.1f}** | **{totals['fork'] / totals['dummy']:.2f}** | | |",
+        f"| **total** | **{totals['dummy']:.1f}** | **{totals['fork']:.1f}** | "
+        f"**{totals['fork'] / totals['dummy']:.2f}** | | |",
         "",
         f"Parameters after training bit-identical: {'yes' if identical else 'NO'}.",
     ]

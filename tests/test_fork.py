@@ -204,6 +204,6 @@ def test_rollout_workers_restore_fork_snapshots() -> None:
 
 def test_without_fork_one_line_names_the_replay_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
-    with pytest.raises(OSError, match="needs Linux.*DummyVecEnv") as error:
+    with pytest.raises(OSError, match=r"needs Linux.*DummyVecEnv") as error:
         make_vec_env("CartPole-v1", 1, vec_env_cls=ForkVecEnv)
     assert "\n" not in str(error.value)

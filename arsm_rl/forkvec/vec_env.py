@@ -34,8 +34,8 @@ from arsm_rl.forkvec.server import call, dumps
 __all__ = ["DEFAULT_MAX_SNAPSHOTS", "ForkSnapshot", "ForkStandIn", "ForkVecEnv", "ForkedEnv", "fork_problem"]
 
 #: Default cap on the paused copies a :class:`ForkVecEnv` holds at once (each holds the pages its worker changed
-#: since the fork, about 0.3-1 MB for LunarLander: docs/cloning.md).
-DEFAULT_MAX_SNAPSHOTS = 4096
+#: since the fork, about 3.5 MB for LunarLander: benchmarks/results/clone_cost.md).
+DEFAULT_MAX_SNAPSHOTS = 1024
 
 _REPLAY_PATH = "DummyVecEnv, or SubprocVecEnv with wrapper_class=arsm_rl.make_cloneable (snapshots restored by replay)"
 
@@ -396,7 +396,7 @@ class ForkVecEnv(VecEnv):
         if live + len(indices) > self.max_snapshots:
             raise RuntimeError(
                 f"ForkVecEnv holds {live} live fork snapshots, its cap max_snapshots={self.max_snapshots}: raise it "
-                "(make_vec_env(..., vec_env_kwargs=dict(max_snapshots=N)); each paused copy holds about 1 MB) or take "
+                "(make_vec_env(..., vec_env_kwargs=dict(max_snapshots=N)); a paused LunarLander copy holds about 3.5 MB) or take "
                 "fewer real steps per update (n_steps * n_envs)"
             )
         snapshots = [ForkSnapshot(*reply) for reply in self._broadcast("snapshot", None, list(indices))]
