@@ -396,8 +396,8 @@ class ForkVecEnv(VecEnv):
         if live + len(indices) > self.max_snapshots:
             raise RuntimeError(
                 f"ForkVecEnv holds {live} live fork snapshots, its cap max_snapshots={self.max_snapshots}: raise it "
-                "(make_vec_env(..., vec_env_kwargs=dict(max_snapshots=N)); a paused LunarLander copy holds about 3.5 MB) or take "
-                "fewer real steps per update (n_steps * n_envs)"
+                "(make_vec_env(..., vec_env_kwargs=dict(max_snapshots=N)); a paused LunarLander copy holds about 3.5 MB) "
+                "or take fewer real steps per update (n_steps * n_envs)"
             )
         snapshots = [ForkSnapshot(*reply) for reply in self._broadcast("snapshot", None, list(indices))]
         for i, snapshot in zip(indices, snapshots, strict=True):
