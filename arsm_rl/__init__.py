@@ -63,7 +63,13 @@ __all__ = [
 ]
 
 
+#: subpackages and modules, reachable as attributes as when this package imported them all
+_SUBMODULES = ("arsm", "cloning", "estimators", "forkvec", "policies", "rollouts", "strategies", "updates")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"arsm_rl.{name}")
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'arsm_rl' has no attribute {name!r}")

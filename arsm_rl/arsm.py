@@ -69,8 +69,8 @@ class ARSM(BaseAlgorithm):
     run or not, and ``num_timesteps`` counts real steps only.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an :class:`ARSMPolicy` subclass
-    :param env: env id, ``gym.Env`` or ``VecEnv`` (``DummyVecEnv``; ``SubprocVecEnv`` built with
-        ``wrapper_class=make_cloneable``). Its state must be exactly cloneable (see ``arsm_rl.cloning``).
+    :param env: env id, ``gym.Env`` or ``VecEnv`` (``DummyVecEnv``; ``SubprocVecEnv`` built with ``wrapper_class=
+        make_cloneable``; ``ForkVecEnv``). Its state must be exactly cloneable (``arsm_rl.cloning``; forks clone any).
     :param learning_rate: learning rate, a float or a schedule of the progress remaining (from 1 to 0)
     :param n_steps: real steps per sub-env per update
     :param gamma: discount factor of the action values

@@ -75,6 +75,14 @@ class GlobalRandomWalk(gym.Env[np.ndarray, int]):
         return np.array([self.x], dtype=np.float32), -abs(self.x), abs(self.x) > 1.0, False, {}
 
 
+class Endless(GlobalRandomWalk):
+    """The walk without its ends, and without a time limit."""
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, reward, _, _, info = super().step(action)
+        return obs, reward, False, False, info
+
+
 def walk() -> gym.Env:
     return gym.wrappers.TimeLimit(GlobalRandomWalk(), max_episode_steps=40)
 
@@ -119,6 +127,10 @@ def test_hidden_global_rng_is_refused_by_replay_and_cloned_by_fork() -> None:
     assert model.num_pseudo_steps > 0 and model.num_restore_steps == 0
     assert venv.torch_in_workers == [False, False]
     venv.close()
+    endless = make_vec_env(Endless, 1, seed=0, vec_env_cls=ForkVecEnv)
+    with pytest.raises(ValueError, match="Endless has no time limit"):  # the episode probe runs on a forked copy
+        verify_rollouts(endless, horizon=None)
+    endless.close()
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 

@@ -8,6 +8,7 @@ where rollouts may start (they cost a ``fork`` each) and restored by the ``ForkS
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,7 +140,8 @@ def verify_rollouts(venv: VecEnv, *, horizon: int | None, seed: int = 0) -> None
             (snapshot,) = base.snapshot([0])
             copy_env = snapshot.restore(base.action_space)
             try:
-                _check_episodes_end(copy_env, seed, _name(base.get_attr("spec", [0])[0], "the env"))
+                class_name = base.call(operator.attrgetter("unwrapped.__class__.__name__"), indices=[0])[0]
+                _check_episodes_end(copy_env, seed, _name(base.get_attr("spec", [0])[0], class_name))
             finally:
                 copy_env.close()
         return
