@@ -419,9 +419,9 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Calla
                     f"{env_id} has a {type(env.action_space).__name__} action space; ARSM needs Discrete or "
                     "MultiDiscrete actions (use --algo ppo or a2c for continuous control)"
                 )
+            if forks:  # fork snapshots clone any env
+                return
             try:
-                if forks:
-                    return
                 cloneable = make_cloneable(env)
                 cloneable.reset(seed=0)
                 clone_state(cloneable)
