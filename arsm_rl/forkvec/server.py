@@ -91,16 +91,15 @@ def _fork() -> int:
     return pid
 
 
-def _die_with_parent() -> None:
-    """Have the kernel kill this (just forked) process when its parent exits."""
-    parent = os.getppid()
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this just forked process when its parent (pid ``parent``, read before the fork) exits."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent exited before the request took effect
         os._exit(0)
 
 
-def _reap(*_: Any) -> None:
+def _reap_children(*_: Any) -> None:
     try:
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass
@@ -228,31 +227,33 @@ class EnvServer:
         address = f"\0arsm-fork-{os.getpid()}-{secrets.token_hex(8)}"
         listener.bind(address)
         listener.listen(128)
+        parent = os.getpid()
         pid = _fork()
         if pid == 0:
             try:
-                self._pause(listener)
+                self._pause(listener, parent)
             finally:
                 os._exit(0)
         listener.close()
         self.paused.add(pid)
         return address, pid
 
-    def _pause(self, listener: socket.socket) -> None:
+    def _pause(self, listener: socket.socket, parent: int) -> None:
         """The paused copy: fork a rollout for each connection, until killed."""
         self.conn.close()
         self.paused, self.dying = set(), set()
-        _die_with_parent()
-        signal.signal(signal.SIGCHLD, _reap)
+        _die_with_parent(parent)
+        signal.signal(signal.SIGCHLD, _reap_children)
         while True:
             conn, _ = listener.accept()
             if not _same_user(conn):
                 conn.close()
                 continue
+            me = os.getpid()
             if _fork() == 0:
                 listener.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _die_with_parent()
+                _die_with_parent(me)
                 env = without_layers(self.env, self.statistics)
                 EnvServer(Connection(conn.detach()), env, vec=False, statistics=[]).serve()
                 os._exit(0)

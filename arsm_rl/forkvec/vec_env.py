@@ -249,20 +249,19 @@ class ForkVecEnv(VecEnv):
         self.remotes: list[Connection] = []
         self.processes: list[subprocess.Popen[bytes]] = []
         self._finalizer = weakref.finalize(self, _shutdown, self.remotes, self.processes)
-        self._unanswered: list[int] = []
-        setup = (list(sys.path), _registry())
+        self._unanswered: list[int] = []  # per worker: commands sent whose reply has not been read
+        self._snapshots = _Snapshots(len(env_fns))
+        path, registry, environ = list(sys.path), _registry(), _worker_environ()
         try:
             for env_fn in env_fns:
                 ours, theirs = socket.socketpair()
                 command = [sys.executable, "-m", "arsm_rl.forkvec.server", str(theirs.fileno())]
-                environ = _worker_environ()
                 process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=environ, stdin=subprocess.DEVNULL)
                 theirs.close()
                 self.remotes.append(Connection(ours.detach()))
                 self.processes.append(process)
-                self._unanswered.append(0)
-                self._send(len(self.remotes) - 1, *setup, cloudpickle.dumps(env_fn), raw=True)
-            self._snapshots = _Snapshots(len(env_fns))
+                self.remotes[-1].send_bytes(dumps((path, registry, cloudpickle.dumps(env_fn))))  # the setup
+                self._unanswered.append(1)
             #: whether each worker imported torch (only env functions that need it make it)
             self.torch_in_workers: list[bool] = [self._receive(i)["torch"] for i in range(len(env_fns))]
             self._send(0, "spaces")
@@ -277,14 +276,14 @@ class ForkVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ exchanges with the workers
 
-    def _send(self, index: int, *message: Any, raw: bool = False) -> None:
-        """Send a command (``raw``: the setup triple) to a worker, after the frees of its dropped snapshots."""
+    def _send(self, index: int, command: str, data: Any = None) -> None:
+        """Send a command to a worker, after the frees of its dropped snapshots."""
         remote = self.remotes[index]
         try:
-            pids = self._snapshots.take_dropped(index) if not raw else []
+            pids = self._snapshots.take_dropped(index)
             if pids:
                 remote.send_bytes(dumps(("free", pids)))
-            remote.send_bytes(dumps(message if raw else (message[0], message[1] if len(message) > 1 else None)))
+            remote.send_bytes(dumps((command, data)))
         except OSError:
             self._died(index)
         self._unanswered[index] += 1
