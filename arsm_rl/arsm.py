@@ -279,9 +279,8 @@ class ARSM(BaseAlgorithm):
 
     def close_rollout_workers(self) -> None:
         """Stop the rollout workers, if any are running (:meth:`learn` does it when it returns)."""
-        if self._engine is not None and self._engine.workers is not None:
-            self._engine.workers.close()
-            self._engine.workers = None
+        if self._engine is not None:
+            self._engine.stop_workers()
 
     def collect_update(self, callback: MaybeCallback = None) -> UpdateData:
         """

@@ -225,16 +225,18 @@ class RolloutEngine:
             return self.workers.run(branches, first_actions, act, horizon_list, max_episode_steps, self.pipeline.statistics())
         return run_lockstep(self.pool, branches, first_actions, self.pipeline, act, horizons, self.stepper, max_episode_steps)
 
-    def release(self) -> None:
-        """The end of training: stop the workers and free the live fork snapshots."""
+    def stop_workers(self) -> None:
+        """Stop the rollout workers, if any are running."""
         if self.workers is not None:
             self.workers.close()
             self.workers = None
+
+    def release(self) -> None:
+        """The end of training: stop the workers and free the live fork snapshots."""
+        self.stop_workers()
         self.cloner.release()
 
     def close(self) -> None:
         """Close the scratch envs and stop the workers."""
         self.pool.close()
-        if self.workers is not None:
-            self.workers.close()
-            self.workers = None
+        self.stop_workers()
