@@ -62,6 +62,7 @@ from stable_baselines3.common.vec_env import (
 import envs  # noqa: F401  (registers the arsm/ env ids)
 from agents import ALGOS, ARSM_FAMILY, load_preset, preset_envs
 from arsm_rl.cloning import NotCloneableError, clone_state, has_masks, make_cloneable, register_optional_envs
+from arsm_rl.forkvec.vec_env import ForkVecEnv, fork_problem
 from arsm_rl.policies import observation_space_problem
 
 #: Preset keys that configure the environment or the run rather than the algorithm's constructor.
@@ -69,6 +70,8 @@ ENV_KEYS = ("n_timesteps", "n_envs", "normalize", "env_wrapper", "frame_stack", 
 #: Preset keys whose string values are Python expressions (RL Zoo convention), evaluated with ``nn``/``th``.
 CODE_KEYS = ("policy_kwargs", "normalize", "env_kwargs")
 _BARE_WORD = re.compile(r"^[A-Za-z_][\w.\-/]*$")
+#: ``--vec-env`` choices: ForkVecEnv's sub-envs need no cloneable wrapper (their snapshots are process forks)
+VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv, "fork": ForkVecEnv}
 
 
 class UsageError(Exception):
@@ -128,7 +131,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", "--n-timesteps", type=_positive, default=None, help="real env steps (default: the preset's)")
     p.add_argument("--seed", type=_at_least(-1), default=-1, help="random seed (-1: draw one)")
     p.add_argument("--n-envs", type=_positive, default=None, help="parallel envs (default: the preset's)")
-    p.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="VecEnv type")
+    p.add_argument("--vec-env", default="dummy", choices=list(VEC_ENVS), help="VecEnv type (fork: arsm_rl.ForkVecEnv)")
     p.add_argument("--rollout-workers", type=_at_least(0), default=None,
                    help="ARSM family: processes for pseudo rollouts (default: the preset's, else 0: in process)")  # fmt: skip
     p.add_argument("--rollout-backend", default=None, help="ARSM family: where rollout workers run (subproc, ray)")
@@ -379,19 +382,23 @@ def normalize_kwargs(setting: Any, gamma: Any) -> dict[str, Any] | None:
     return kwargs
 
 
-def probe_preset_env(env_id: str, algo: str, settings: dict[str, Any]) -> None:
+def probe_preset_env(env_id: str, algo: str, settings: dict[str, Any], forks: bool = False) -> None:
     """:func:`probe_env` with the ``env_kwargs`` and ``env_wrapper`` of a preset's env settings (see :func:`split_preset`)."""
     env_kwargs = settings.get("env_kwargs") or {}
     env_kwargs = _eval_code("env_kwargs", env_kwargs) if isinstance(env_kwargs, str) else env_kwargs
-    probe_env(env_id, algo, env_kwargs, _wrapper_from_spec(settings.get("env_wrapper")))
+    probe_env(env_id, algo, env_kwargs, _wrapper_from_spec(settings.get("env_wrapper")), forks)
 
 
-def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None = None) -> None:
+def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None = None,
+              forks: bool = False) -> None:  # fmt: skip
     """
     Make one env to turn bad ids, observation and action spaces and uncloneable envs into one-line errors early.
 
+    :param forks: the env will run under ``ForkVecEnv``, whose fork snapshots clone any env (no clone probe)
     :raises UsageError: with what to do about it
     """
+    if forks and fork_problem() is not None:
+        raise UsageError(str(fork_problem()))
     try:
         register_optional_envs(env_id)
     except ImportError as error:  # e.g. "ALE/Pong-v5 needs ale-py: pip install -e '.[atari]'"
@@ -414,6 +421,8 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Calla
                     f"{env_id} has a {type(env.action_space).__name__} action space; ARSM needs Discrete or "
                     "MultiDiscrete actions (use --algo ppo or a2c for continuous control)"
                 )
+            if forks:  # fork snapshots clone any env
+                return
             try:
                 cloneable = make_cloneable(env)
                 cloneable.reset(seed=0)
@@ -438,8 +447,13 @@ def make_env(
     vec_env: str = "dummy",
     monitor_dir: str | None = None,
 ) -> VecEnv:
-    """The (vectorised, optionally frame-stacked) env of a preset; VecNormalize is added by the caller."""
+    """The (vectorised, optionally frame-stacked) env of a preset; VecNormalize is added by the caller.
+
+    :param vec_env: a key of :data:`VEC_ENVS` (``fork``: no cloneable wrapper, fork snapshots clone any env)
+    """
     extra = _wrapper_from_spec(settings.get("env_wrapper"))
+
+    cloneable = cloneable and vec_env != "fork"
 
     def wrapper(env: gym.Env) -> gym.Env:
         env = extra(env) if extra is not None else env
@@ -455,7 +469,7 @@ def make_env(
         monitor_dir=monitor_dir,
         wrapper_class=wrapper,
         env_kwargs=env_kwargs,
-        vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
+        vec_env_cls=VEC_ENVS[vec_env],
     )
     if settings.get("frame_stack"):
         venv = VecFrameStack(venv, n_stack=int(settings["frame_stack"]))
@@ -870,7 +884,7 @@ def train(args: argparse.Namespace) -> int:
     settings, hyperparams = split_preset(args.algo, raw)
     if args.env_kwargs:
         settings["env_kwargs"] = parse_overrides(args.env_kwargs, what="--env-kwargs")
-    probe_preset_env(args.env, args.algo, settings)
+    probe_preset_env(args.env, args.algo, settings, forks=args.vec_env == "fork")
     normalize = normalize_kwargs(settings.get("normalize"), hyperparams.get("gamma"))
     kwargs = build_kwargs(hyperparams)
     check_types(args.algo, kwargs)

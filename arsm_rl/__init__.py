@@ -1,12 +1,45 @@
-"""arsm-rl: the ARSM policy gradient (Yin, Yue & Zhou, ICML 2019) on Stable-Baselines3."""
+"""arsm-rl: the ARSM policy gradient (Yin, Yue & Zhou, ICML 2019) on Stable-Baselines3.
 
-from arsm_rl.arsm import ARSM
-from arsm_rl.cloning import check_cloneable, clone_state, make_cloneable, restore_state, scratch_copy
-from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
-from arsm_rl.strategies import ESTIMATORS, Estimator, register_estimator
-from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport
+The public names are imported on first use (PEP 562), so that importing a light submodule (``arsm_rl.cloning``,
+the :class:`ForkVecEnv` worker) does not import torch: ``from arsm_rl import ARSM`` works as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from arsm_rl.arsm import ARSM
+    from arsm_rl.cloning import check_cloneable, clone_state, make_cloneable, restore_state, scratch_copy
+    from arsm_rl.forkvec.vec_env import ForkVecEnv
+    from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
+    from arsm_rl.strategies import ESTIMATORS, Estimator, register_estimator
+    from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_HOMES = {
+    "ARSM": "arsm_rl.arsm",
+    "ESTIMATORS": "arsm_rl.strategies",
+    "ARSMPolicy": "arsm_rl.policies",
+    "CnnPolicy": "arsm_rl.policies",
+    "Estimator": "arsm_rl.strategies",
+    "ForkVecEnv": "arsm_rl.forkvec.vec_env",
+    "MlpPolicy": "arsm_rl.policies",
+    "MultiInputPolicy": "arsm_rl.policies",
+    "RolloutValues": "arsm_rl.updates",
+    "UpdateData": "arsm_rl.updates",
+    "UpdatePlan": "arsm_rl.updates",
+    "UpdateReport": "arsm_rl.updates",
+    "check_cloneable": "arsm_rl.cloning",
+    "clone_state": "arsm_rl.cloning",
+    "make_cloneable": "arsm_rl.cloning",
+    "register_estimator": "arsm_rl.strategies",
+    "restore_state": "arsm_rl.cloning",
+    "scratch_copy": "arsm_rl.cloning",
+}
 
 __all__ = [
     "ARSM",
@@ -14,6 +47,7 @@ __all__ = [
     "ARSMPolicy",
     "CnnPolicy",
     "Estimator",
+    "ForkVecEnv",
     "MlpPolicy",
     "MultiInputPolicy",
     "RolloutValues",
@@ -27,3 +61,22 @@ __all__ = [
     "restore_state",
     "scratch_copy",
 ]
+
+
+#: subpackages and modules, reachable as attributes as when this package imported them all
+_SUBMODULES = ("arsm", "cloning", "estimators", "forkvec", "policies", "rollouts", "strategies", "updates")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"arsm_rl.{name}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'arsm_rl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -71,8 +71,8 @@ class ARSM(BaseAlgorithm):
     run or not, and ``num_timesteps`` counts real steps only.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an :class:`ARSMPolicy` subclass
-    :param env: env id, ``gym.Env`` or ``VecEnv`` (``DummyVecEnv``; ``SubprocVecEnv`` built with
-        ``wrapper_class=make_cloneable``). Its state must be exactly cloneable (see ``arsm_rl.cloning``).
+    :param env: env id, ``gym.Env`` or ``VecEnv`` (``DummyVecEnv``; ``SubprocVecEnv`` built with ``wrapper_class=
+        make_cloneable``; ``ForkVecEnv``). Its state must be exactly cloneable (``arsm_rl.cloning``; forks clone any).
     :param learning_rate: learning rate, a float or a schedule of the progress remaining (from 1 to 0)
     :param n_steps: real steps per sub-env per update
     :param gamma: discount factor of the action values
@@ -272,8 +272,10 @@ class ARSM(BaseAlgorithm):
                 if log_interval is not None and iteration % log_interval == 0:
                     self.dump_logs(iteration)
                 self.train(collected)
-        finally:  # whatever stops training (the end, an exception, Ctrl-C), the workers stop with it
-            self.close_rollout_workers()
+                del collected  # its fork snapshots are freed before the next update takes its own
+        finally:  # whatever stops training (the end, an exception, Ctrl-C), the workers stop and fork snapshots are freed
+            if self._engine is not None:
+                self._engine.release()
         callback.on_training_end()
         return self
 
@@ -290,9 +292,8 @@ class ARSM(BaseAlgorithm):
 
     def close_rollout_workers(self) -> None:
         """Stop the rollout workers, if any are running (:meth:`learn` does it when it returns)."""
-        if self._engine is not None and self._engine.workers is not None:
-            self._engine.workers.close()
-            self._engine.workers = None
+        if self._engine is not None:
+            self._engine.stop_workers()
 
     def collect_update(self, callback: MaybeCallback = None) -> UpdateData:
         """
@@ -324,9 +325,8 @@ class ARSM(BaseAlgorithm):
         logits_list, noise_list, action_list, reward_list, done_list = [], [], [], [], []
         mask_list: list[np.ndarray] = []
         branches: list[BranchPoint | None] = []
-        # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets
-        # the update decide which steps to roll out from, all at once.
-        rolls_out = self.strategy.rolls_out
+        # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets the update
+        # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
         callback.on_rollout_start()
         for _ in range(n):
             masks = self._engine.action_masks(self._joint)  # None without masks
@@ -335,7 +335,8 @@ class ARSM(BaseAlgorithm):
             logits = self._joint.masked(logits, masks)
             noise = self._joint.noise(self._real_rng, n_envs)
             actions = self._joint.race(logits, noise)
-            branches += self._engine.branch_points(range(n_envs)) if rolls_out else [None] * n_envs
+            draws = Draws(self._joint, logits.numpy(), noise, self._joint.encode(actions))
+            branches += self._engine.step_branch_points(range(n_envs), self.strategy, draws)
             new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()

@@ -306,6 +306,16 @@ class Estimator(ABC):
         """
         return None
 
+    def may_roll_out(self, draws: Draws) -> np.ndarray:
+        """
+        The steps where :meth:`select` may ask for a rollout, known when the actions are drawn (a superset, with no
+        random draws): where fork snapshots are taken. Default: every step of an estimator that rolls out.
+
+        :param draws: steps as they were drawn
+        :return: ``(B,)`` bool
+        """
+        return np.full(len(draws.true_codes), self.rolls_out)
+
     def select(self, draws: Draws, rng: np.random.Generator) -> Selection | None:
         """
         The actions to value at each step, from the real draws (and ``rng`` for fresh ones).
@@ -334,12 +344,21 @@ def register_estimator(cls: type[Estimator]) -> type[Estimator]:
     return cls
 
 
+def _some_swap_differs(draws: Draws) -> np.ndarray:
+    """``(B,)`` bool: some swap pseudo action differs from the true action (the steps ARSM and ARS may roll out)."""
+    codes = draws.actions.swap_codes(draws.logits, draws.noise)
+    return np.asarray((codes != draws.true_codes[:, None, None]).any(axis=(1, 2)))
+
+
 @register_estimator
 class ARSMEstimator(Estimator):
     """The paper's ARSM estimator: every swap pseudo action, merged over all references (sec. 4)."""
 
     name = "arsm"
     summary = "the distinct swap pseudo actions of every reference, merged (the paper's estimator; default)"
+
+    def may_roll_out(self, draws: Draws) -> np.ndarray:
+        return _some_swap_differs(draws)
 
     def select(self, draws: Draws, rng: np.random.Generator) -> Selection:
         return Selection(draws.actions.swap_codes(draws.logits, draws.noise))
@@ -355,6 +374,9 @@ class ARSEstimator(Estimator):
 
     name = "ars"
     summary = "the swap pseudo actions of one random reference category per step"
+
+    def may_roll_out(self, draws: Draws) -> np.ndarray:
+        return _some_swap_differs(draws)
 
     def select(self, draws: Draws, rng: np.random.Generator) -> Selection:
         n_rows = len(draws.true_codes)

@@ -3,7 +3,8 @@
 For each env: the µs of one env step, of ``clone_state`` (on the real env) + ``restore_state``
 (into a scratch copy, as the ARSM rollout engine does), their ratio in "env-step equivalents",
 and the one-off cost of ``scratch_copy``.  For LunarLander (replay family) also the restore cost
-as a function of the prefix length.  Every number is the median of several repeats.
+as a function of the prefix length, by replay and by fork snapshot (``ForkVecEnv``), with the memory a
+paused fork copy holds.  Every number is the median of several repeats.
 
 Run from the repository root::
 
@@ -29,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from arsm_rl.cloning import clone_state, family_of, make_cloneable, register_optional_envs, restore_state, scratch_copy
+from arsm_rl.forkvec.vec_env import ForkVecEnv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Cases measured by ``--quick``: one per always-available family.
@@ -201,11 +203,48 @@ def measure_replay(prefixes: list[int], repeats: int, min_time: float) -> list[d
     return rows
 
 
+def _private_kb(pid: int) -> int:
+    """Memory only process ``pid`` holds (its private pages, from /proc/PID/smaps_rollup), in kB."""
+    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in lines if line.startswith(("Private_Clean", "Private_Dirty")))
+
+
+def measure_fork(prefixes: list[int], repeats: int, min_time: float) -> list[dict]:
+    """Fork snapshots of a ``ForkVecEnv`` LunarLander (wind) worker after each prefix of heuristic actions."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    acts = _heuristic_actions(max(prefixes))
+    rows = []
+    for L in prefixes:
+        venv = make_vec_env("LunarLander-v3", 1, seed=0, env_kwargs={"enable_wind": True}, vec_env_cls=ForkVecEnv)
+        venv.reset()
+        for a in acts[:L]:
+            venv.step(np.array([a]))
+        (snapshot,) = venv.snapshot([0])
+        snap = _median_us(lambda: venv.snapshot([0]), repeats, min_time)  # noqa: B023  (each frees the one before)
+
+        def restore() -> None:
+            env = snapshot.restore()  # noqa: B023
+            env.step(0)  # the fork has served its first step
+            env.close()
+
+        restored = _median_us(restore, repeats, min_time)
+        env = snapshot.restore()
+        step = _median_us(lambda: env.step(0), repeats, min_time)  # noqa: B023
+        env.close()
+        for _ in range(100):
+            venv.step(np.array([0]))
+        rows.append({"prefix": L, "restore": restored, "snapshot": snap, "step": step, "kb": _private_kb(snapshot.pid)})
+        venv.close()
+    return rows
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
 
-def render(rows: list[dict], replay: list[dict], have: dict[str, bool], args: argparse.Namespace, wall: float) -> str:
+def render(rows: list[dict], replay: list[dict], fork: list[dict], have: dict[str, bool], args: argparse.Namespace,
+           wall: float) -> str:  # fmt: skip
     lines = [
         f"Command: `python benchmarks/clone_cost.py{' --quick' if args.quick else ''}` "
         f"(median of {args.repeats} repeats, each ≥ {args.min_time} s; total {wall:.0f} s).",
@@ -247,6 +286,25 @@ def render(rows: list[dict], replay: list[dict], have: dict[str, bool], args: ar
             f"env-steps are relative to one random-policy LunarLander step ({_fmt(replay[0]['step'])} µs), measured "
             "in the same run. Prefix 0 is the reset alone; µs per replayed step = (restore - reset) / prefix.",
         ]
+    replayed = {r["prefix"]: r["restore"] for r in replay}
+    lines += [
+        "",
+        "## LunarLander-v3 (wind): fork snapshots (`ForkVecEnv`) vs replay, against prefix length",
+        "",
+        "*fork restore* = connect to the paused copy, which forks a copy for the connection, until that copy's first "
+        "step comes back; *fork snapshot* = the worker forks a paused copy (and frees the one before), a round trip "
+        "from the trainer; *fork step* = one step of a restored copy over its socket; *paused copy kB* = memory the "
+        "paused copy holds alone (its private pages) once its worker has gone 100 steps further.",
+        "",
+        "| prefix (steps since reset) | replay restore µs | fork restore µs | fork snapshot µs | fork step µs "
+        "| paused copy kB |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in fork:
+        lines.append(
+            f"| {r['prefix']} | {_fmt(replayed[r['prefix']])} | {_fmt(r['restore'])} | {_fmt(r['snapshot'])} | "
+            f"{_fmt(r['step'])} | {r['kb']:,} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +315,8 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"smoke run: only {', '.join(QUICK_CASES)}, replay prefixes 0/10; unless given, 1 repeat of 0.01 s",
+        help=f"smoke run: only {', '.join(QUICK_CASES)}, replay prefixes 0/10, fork prefix 10; unless given, 1 repeat "
+        "of 0.01 s",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for clone_cost.md (default benchmarks/results)")
     args = parser.parse_args()
@@ -278,7 +337,10 @@ def main() -> None:
     replay = measure_replay([0, 10] if args.quick else [0, 10, 100, 500], args.repeats, args.min_time)
     for r in replay:
         print(f"LunarLander replay prefix {r['prefix']:4d}: restore {r['restore']:9.1f} µs = {r['ratio']:6.1f} steps")
-    text = render(rows, replay, have, args, time.perf_counter() - start)
+    fork = measure_fork([10] if args.quick else [10, 100, 500], args.repeats, args.min_time)
+    for r in fork:
+        print(f"LunarLander fork prefix {r['prefix']:4d}: restore {r['restore']:9.1f} µs, snapshot {r['snapshot']:9.1f} µs")
+    text = render(rows, replay, fork, have, args, time.perf_counter() - start)
     output = args.out / "clone_cost.md"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

@@ -117,7 +117,8 @@ INCLUDED = {
     "benchmarks/README.md": {
         "results/summary.md": "| ARSM real steps | 6,000 (5/5 solved) |",
         "results/toy.md": "| ARSM | 0.5327 |",
-        "results/clone_cost.md": "| MiniGrid-DoorKey-8x8 | minigrid | 159 |",
+        "results/clone_cost.md": "| 500 | 8,372 | 4,272 |",
+        "results/fork_training.md": "| 20,000 | 214.9 | 200.0 |",
         "results/rl_CartPole-v1.md": "| arsm | 5/5 |",
         "results/rl_Acrobot-v1.md": "| arsm-paper | 1/5 |",
         "results/rl_LunarLander-v3.md": "| ppo | 1/3 |",
@@ -273,6 +274,18 @@ def test_throughput_quick(tmp_path: Path) -> None:
     shares = [int(cell.rstrip("%")) for cell in row[7:10]]
     assert all(0 <= share <= 100 for share in shares) and 98 <= sum(shares) <= 102  # the three parts, rounded
     assert int(row[10]) > 0 and int(row[11]) > 0  # µs per real step and per lockstep iteration
+
+
+@pytest.mark.slow  # 8 s; tests/test_fork.py checks the same bit-identity on a smaller run
+def test_fork_training_quick(tmp_path: Path) -> None:
+    out = tmp_path / "fork_training.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "fork_training.py"), "--quick", "--out", str(out)]
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, timeout=300)
+    text = out.read_text()
+    assert "Parameters after training bit-identical: yes." in text
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 2") or line.startswith("| 5")]
+    assert [row[0].strip() for row in rows] == ["256", "512"]
+    assert all(row[5].strip().endswith("(0)") and not row[4].strip().endswith("(0)") for row in rows)  # fork replays none
 
 
 def test_toy_quick(tmp_path: Path) -> None:

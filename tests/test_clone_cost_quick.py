@@ -52,3 +52,7 @@ def test_clone_cost_quick(tmp_path: Path) -> None:
     restores = [_number(row[1]) for row in replay]
     assert all(math.isfinite(r) and r > 0 for r in restores)
     assert _number(replay[1][3]) > 0  # µs per replayed step
+    fork = _table(text, "| prefix (steps since reset) | replay restore")
+    assert [row[0] for row in fork] == ["10"]
+    assert _number(fork[0][1]) == restores[1]  # the replay restore of the table above
+    assert all(math.isfinite(_number(cell)) and _number(cell) > 0 for cell in fork[0][2:])

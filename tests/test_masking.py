@@ -255,3 +255,15 @@ def test_bad_masks_give_one_clear_error(kwargs: dict[str, Any], message: str) ->
         model.learn(16)
     with pytest.raises(ValueError, match=r"predict\(action_masks=...\) gave an action mask of shape \(3,\)"):
         model.predict(np.zeros(4, np.float32), action_masks=np.ones(3, bool))
+
+
+def test_fork_vec_env_with_masks_is_refused() -> None:
+    """ForkVecEnv's forked rollouts do not read masks yet: one clear error, not rollouts that ignore them."""
+    from arsm_rl import ForkVecEnv
+
+    env = make_vec_env(RandomMDP, n_envs=1, seed=0, env_kwargs=MASKED_MDP, vec_env_cls=ForkVecEnv)
+    try:
+        with pytest.raises(TypeError, match="ForkVecEnv does not read action masks inside its forked pseudo rollouts"):
+            ARSM("MlpPolicy", env, seed=0)
+    finally:
+        env.close()

@@ -147,15 +147,22 @@ def _new_group_with_default_sigint() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stop", "status", "workers"), [(signal.SIGINT, 130, "0"), (signal.SIGTERM, 143, "0"), (signal.SIGTERM, 143, "2")]
+    ("stop", "status", "workers", "vec_env"),
+    [
+        (signal.SIGINT, 130, "0", "dummy"),
+        (signal.SIGTERM, 143, "0", "dummy"),
+        (signal.SIGTERM, 143, "2", "dummy"),
+        (signal.SIGINT, 130, "0", "fork"),  # ForkVecEnv workers, paused copies and rollouts: none left either
+        pytest.param(signal.SIGTERM, 143, "0", "fork", marks=pytest.mark.slow),
+    ],
 )
-def test_interrupt_saves(stop: signal.Signals, status: int, workers: str, tmp_path: Path) -> None:
+def test_interrupt_saves(stop: signal.Signals, status: int, workers: str, vec_env: str, tmp_path: Path) -> None:
     """Ctrl-C and SIGTERM (timeout, schedulers, container stops) both stop training and save the model; rollout
     workers stop with the trainer (none of its process group is left)."""
     proc = subprocess.Popen(
         [sys.executable, TRAIN, "--num-threads", "1", "--algo", "arsm", "--env", "CartPole-v1", "-n", "1000000",
-         "--seed", "0", "--eval-freq", "-1", "--log-interval", "1", "--rollout-workers", workers, "-params",
-         "n_steps:32", "policy_kwargs:dict(net_arch=[16])"],
+         "--seed", "0", "--eval-freq", "-1", "--log-interval", "1", "--rollout-workers", workers, "--vec-env", vec_env,
+         "-params", "n_steps:32", "policy_kwargs:dict(net_arch=[16])"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=_new_group_with_default_sigint,
     )  # fmt: skip

@@ -56,17 +56,18 @@ exactness on a user's env; :func:`verify_snapshots` is the quick version that AR
 training on every env with :func:`unverified_parts` (anything but the built-in, tested families and
 wrapper rules); :func:`~arsm_rl.cloning.ids.register_optional_envs` makes ALE and
 MiniGrid ids available to ``gym.make``.  :func:`time_limit` and :func:`is_transparent` describe
-wrapper layers for other layers of the library (the rollouts' batch stepper).  :mod:`~arsm_rl.cloning.masks`
-reads action masks the way sb3-contrib does (an env's or ``ActionMasker``'s ``action_masks()``); the checks take
-random *valid* actions on masked envs (:func:`sample_action`).
+wrapper layers for other layers of the library (the rollouts' batch stepper); :func:`is_statistics` tells
+which wrapper classes only record statistics (``ForkVecEnv`` splices them out of its forked rollouts).
+:mod:`~arsm_rl.cloning.masks` reads action masks the way sb3-contrib does (an env's or ``ActionMasker``'s
+``action_masks()``); the checks take random *valid* actions on masked envs (:func:`sample_action`).
 """
 
 from arsm_rl.cloning.access import StateAccess
-from arsm_rl.cloning.check import check_cloneable, unverified_parts, verify_snapshots
+from arsm_rl.cloning.check import check_cloneable, compare_restores, episodes_bounded, unverified_parts, verify_snapshots
 from arsm_rl.cloning.core import CloneableWrapper, clone_state, make_cloneable, restore_state, scratch_copy
 from arsm_rl.cloning.families import Family
 from arsm_rl.cloning.ids import register_optional_envs
-from arsm_rl.cloning.layers import LayerKind, is_transparent, register_wrapper_state, time_limit
+from arsm_rl.cloning.layers import LayerKind, is_statistics, is_transparent, register_wrapper_state, time_limit
 from arsm_rl.cloning.masks import MASK_METHOD, env_masks, has_masks, sample_action, vec_masks
 from arsm_rl.cloning.registry import add_family_rule, family, family_of, register_cloneable
 from arsm_rl.cloning.rng import preserved_global_rngs
@@ -84,10 +85,13 @@ __all__ = [
     "add_family_rule",
     "check_cloneable",
     "clone_state",
+    "compare_restores",
     "env_masks",
+    "episodes_bounded",
     "family",
     "family_of",
     "has_masks",
+    "is_statistics",
     "is_transparent",
     "make_cloneable",
     "preserved_global_rngs",

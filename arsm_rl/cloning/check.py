@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -11,7 +12,7 @@ import numpy as np
 
 from arsm_rl.cloning.core import clone_state, make_cloneable, restore_state, scratch_copy
 from arsm_rl.cloning.ids import register_optional_envs
-from arsm_rl.cloning.layers import iter_layers, layer_rule
+from arsm_rl.cloning.layers import iter_layers, layer_rule, time_limit
 from arsm_rl.cloning.masks import sample_action
 from arsm_rl.cloning.registry import resolve
 from arsm_rl.cloning.rng import preserved_global_rngs
@@ -192,14 +193,68 @@ def unverified_parts(env: AnyEnv) -> list[str]:
     return parts
 
 
+def episodes_bounded(env: AnyEnv) -> bool:
+    """Whether every episode of ``env`` ends within a limit: a ``TimeLimit`` with a maximum, or a family whose
+    episodes end on their own (MiniGrid, ALE, Blackjack).
+
+    :param env: any env, wrapped or not (an env without an exact snapshot method counts as its generic family).
+    """
+    try:
+        bounded = resolve(env.unwrapped).bounded
+    except NotCloneableError:
+        bounded = False
+    limit = time_limit(env)
+    return bounded or (limit is not None and limit[1] != np.iinfo(np.int64).max)
+
+
+def compare_restores(
+    work: Any,
+    take: Callable[[Any], Any],
+    restores: Sequence[tuple[str, Callable[[Any], Any]]],
+    *,
+    seed: int,
+    n_prefix: int,
+    n_compare: int,
+) -> None:
+    """The exactness check behind :func:`verify_snapshots`, for any snapshot method.
+
+    Reset ``work`` with ``seed``, take ``n_prefix`` random (valid) actions, snapshot it with ``take(work)``, take ``n_compare``
+    more (the reference); then each restore ``(where, restore)`` must give an env (``restore(snapshot)``: ``work``
+    itself or a new one, closed after) whose same ``n_compare`` transitions match the reference bit for bit
+    (unseeded resets at episode ends included).
+
+    :param work: an env (``reset``, ``step``, ``action_space``)
+    :param take: ``work`` -> a snapshot of its current state
+    :param restores: the restores to check, each named for the error message
+    :param seed: seed of the reset and of the random actions
+    :param n_prefix: actions before the snapshot
+    :param n_compare: actions compared after each restore
+    :raises CloningError: naming the field and step that diverged
+    """
+    space = copy.deepcopy(work.action_space)
+    space.seed(seed)
+    work.reset(seed=seed)
+    _run_random(work, space, n_prefix)
+    snap = take(work)
+    continuation, reference = _run_random(work, space, n_compare)
+    for where, restore in restores:
+        env = restore(snap)
+        try:
+            _compare(_run(env, continuation), reference, where)
+        finally:
+            if env is not work:
+                env.close()
+
+
 def verify_snapshots(env: AnyEnv, *, seed: int = 0, n_prefix: int = 20, n_compare: int = 30) -> None:
     """The quick exactness check ARSM runs before training on an env with :func:`unverified_parts`.
 
     On a :func:`scratch_copy` of ``env`` (``env`` itself is not touched, and Python's and numpy's global random
     states are put back): reset with ``seed``, take ``n_prefix`` random actions, snapshot, take ``n_compare`` more;
     then restore the snapshot, into the same copy and into a second one, and compare the same ``n_compare``
-    transitions bit for bit. State the snapshot misses (a global RNG, a closure, a C handle) makes them differ.
-    :func:`check_cloneable` is the thorough version (an independent twin, pickling, longer runs).
+    transitions bit for bit (:func:`compare_restores`). State the snapshot misses (a global RNG, a closure, a C
+    handle) makes them differ. :func:`check_cloneable` is the thorough version (an independent twin, pickling,
+    longer runs).
 
     :param env: a cloneable env (see :func:`~arsm_rl.cloning.make_cloneable`).
     :param seed: seed of the reset and of the random actions.
@@ -209,21 +264,26 @@ def verify_snapshots(env: AnyEnv, *, seed: int = 0, n_prefix: int = 20, n_compar
     """
     with preserved_global_rngs():
         work = make_cloneable(scratch_copy(env))
-        space = copy.deepcopy(work.action_space)
-        space.seed(seed)
+
+        def into_work(snap: Any) -> AnyEnv:
+            restore_state(work, snap)
+            return work
+
+        def into_another(snap: Any) -> AnyEnv:
+            scratch = scratch_copy(work)
+            restore_state(scratch, snap)
+            return scratch
+
+        restores = [("after restore", into_work), ("in another copy after restore", into_another)]
         try:
-            work.reset(seed=seed)
-            _run_random(work, space, n_prefix)
-            snap = clone_state(work)
-            continuation, reference = _run_random(work, space, n_compare)
-            _check_restore(work, snap, continuation, reference, "after restore")
-            _check_scratch_restore(work, snap, continuation, reference, "in another copy after restore")
+            compare_restores(work, clone_state, restores, seed=seed, n_prefix=n_prefix, n_compare=n_compare)
         except CloningError as error:
             raise NotCloneableError(
                 f"snapshots of {', '.join(unverified_parts(env))} are not exact: {error}. The state lives somewhere a "
                 "snapshot does not reach (a global RNG such as Python's random, a closure, a C handle): register an exact "
                 "adapter with arsm_rl.cloning.register_cloneable(...), or define clone_core_state()/restore_core_state() "
-                "on the env, and verify it with check_cloneable()"
+                "on the env, verify it with check_cloneable(), or train under arsm_rl.ForkVecEnv (fork snapshots copy "
+                "the whole process)"
             ) from None
         finally:
             work.close()

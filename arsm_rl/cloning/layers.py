@@ -136,12 +136,6 @@ def _table() -> dict[type, LayerRule]:
             table[aw.StickyActionEnv] = _builtin(Fields(("_sticky_action",)))
         except Exception:  # pragma: no cover - SB3 is a dependency
             pass
-        try:  # sb3-contrib's ActionMasker holds only the mask function (of the env it wraps)
-            from sb3_contrib.common.wrappers import ActionMasker
-
-            table[ActionMasker] = _BUILTIN_STATELESS
-        except ImportError:  # pragma: no cover - sb3-contrib is optional
-            pass
         _TABLE = table
     return _TABLE
 
@@ -151,9 +145,26 @@ def layer_rule(wrapper: Any) -> LayerRule:
     :param wrapper: a wrapper layer.
     :return: the rule of its exact class, else the generic rule.
     """
-    cls = type(wrapper)
-    rule = _RULES.get(cls)
-    return rule if rule is not None else _table().get(cls, _GENERIC)
+    return _class_rule(type(wrapper))
+
+
+#: Built-in rules of classes from optional packages, by qualified name (importing sb3-contrib would import torch,
+#: which ForkVecEnv's workers avoid): sb3-contrib's ActionMasker holds only the mask function of the env it wraps.
+_BY_NAME = {"sb3_contrib.common.wrappers.action_masker.ActionMasker": _BUILTIN_STATELESS}
+
+
+def _class_rule(cls: type) -> LayerRule:
+    rule = _RULES.get(cls) or _table().get(cls)
+    return rule if rule is not None else _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}", _GENERIC)
+
+
+def is_statistics(wrapper_cls: type) -> bool:
+    """Whether layers of this wrapper class only record statistics (SB3 ``Monitor``, ``RecordEpisodeStatistics``,
+    classes registered with ``statistics=True``): snapshots and pseudo rollouts leave them out.
+
+    :param wrapper_cls: a wrapper class (exact type).
+    """
+    return _class_rule(wrapper_cls).kind is LayerKind.STATISTICS
 
 
 def set_layer_rule(wrapper_cls: type, rule: LayerRule) -> None:

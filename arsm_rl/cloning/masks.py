@@ -14,9 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import VecEnv
-
-from arsm_rl.strategies import JointActions
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv  # not the package: its __init__ imports torch
 
 __all__ = ["MASK_METHOD", "env_masks", "has_masks", "sample_action", "vec_masks"]
 
@@ -50,8 +48,12 @@ def sample_action(env: gym.Env[Any, Any], space: gym.Space[Any]) -> Any:
     :raises ValueError: for a mask of the wrong size or without a valid action"""
     if not has_masks(env) or not isinstance(space, spaces.Discrete | spaces.MultiDiscrete):
         return space.sample()
-    discrete = isinstance(space, spaces.Discrete)
-    nvec = np.array([space.n]) if discrete else space.nvec.reshape(-1)
+    from arsm_rl.strategies import JointActions  # here, not at the top: ForkVecEnv's workers import cloning, not torch
+
     source = f"action_masks() of {type(env.unwrapped).__name__}"
-    mask = JointActions(nvec, discrete).check_masks(env_masks(env), 1, source)[0].astype(np.int8)
-    return space.sample(mask=mask) if discrete else space.sample(mask=tuple(np.split(mask, np.cumsum(nvec)[:-1])))
+    if isinstance(space, spaces.Discrete):
+        mask = JointActions(np.array([space.n]), True).check_masks(env_masks(env), 1, source)[0]
+        return space.sample(mask=mask.astype(np.int8))
+    nvec = space.nvec.reshape(-1)
+    mask = JointActions(nvec, False).check_masks(env_masks(env), 1, source)[0]
+    return space.sample(mask=tuple(np.split(mask.astype(np.int8), np.cumsum(nvec)[:-1])))

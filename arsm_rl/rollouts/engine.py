@@ -10,11 +10,12 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.cloning import Snapshot, has_masks, vec_masks
+from arsm_rl.forkvec.vec_env import ForkSnapshot
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows
 from arsm_rl.rollouts.returns import float32_rewards
 from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import VecCloner
-from arsm_rl.strategies import JointActions
+from arsm_rl.strategies import Draws, Estimator, JointActions
 
 __all__ = ["POLICY_BLOCK", "ActFn", "BranchPoint", "RolloutBatch", "RolloutEngine", "block_rows", "pad_rows", "run_lockstep"]
 
@@ -38,11 +39,11 @@ class BranchPoint:
     """
     Where rollouts may start: a sub-env's state before a real step.
 
-    :param snapshot: the sub-env's exact state
+    :param snapshot: the sub-env's exact state (a paused process copy for a ``ForkVecEnv``)
     :param obs_state: the observation pipeline's state (frame stacks) at that point, from :meth:`ObsPipeline.capture`
     """
 
-    snapshot: Snapshot
+    snapshot: Snapshot | ForkSnapshot
     obs_state: list[Any]
 
 
@@ -199,8 +200,29 @@ class RolloutEngine:
         :param indices: sub-env indices
         :return: for each, its snapshot and observation-pipeline state now (before the next real step)
         """
-        snapshots = self.cloner.clone(indices)
-        return [BranchPoint(snapshot, self.pipeline.capture(i)) for snapshot, i in zip(snapshots, indices, strict=True)]
+        return [branch for branch in self._branch_points(indices, None) if branch is not None]
+
+    def step_branch_points(self, indices: Sequence[int], strategy: Estimator, draws: Draws) -> list[BranchPoint | None]:
+        """
+        The branch points of a real step about to be taken: none for an estimator that rolls nothing out; fork
+        snapshots only where the estimator may roll out (:meth:`~arsm_rl.strategies.Estimator.may_roll_out`, asked
+        only then), cheap snapshots everywhere (:meth:`~arsm_rl.rollouts.vec.VecCloner.clone`).
+
+        :param indices: sub-env indices
+        :param strategy: the update's estimator
+        :param draws: the step's draws, one row per index
+        :return: one branch point per index, or ``None`` where no rollout can start
+        """
+        if not strategy.rolls_out:
+            return [None] * len(indices)
+        return self._branch_points(indices, strategy.may_roll_out(draws) if self.cloner.forks else None)
+
+    def _branch_points(self, indices: Sequence[int], wanted: np.ndarray | None) -> list[BranchPoint | None]:
+        snapshots = self.cloner.clone(indices, wanted)
+        return [
+            None if snapshot is None else BranchPoint(snapshot, self.pipeline.capture(i))
+            for snapshot, i in zip(snapshots, indices, strict=True)
+        ]
 
     def run(
         self,
@@ -219,9 +241,18 @@ class RolloutEngine:
             return self.workers.run(branches, first_actions, act, horizon_list, max_episode_steps, self.pipeline.statistics())
         return run_lockstep(self.pool, branches, first_actions, self.pipeline, act, horizons, self.stepper, max_episode_steps)
 
-    def close(self) -> None:
-        """Close the scratch envs and stop the workers."""
-        self.pool.close()
+    def stop_workers(self) -> None:
+        """Stop the rollout workers, if any are running."""
         if self.workers is not None:
             self.workers.close()
             self.workers = None
+
+    def release(self) -> None:
+        """The end of training: stop the workers and free the live fork snapshots."""
+        self.stop_workers()
+        self.cloner.release()
+
+    def close(self) -> None:
+        """Close the scratch envs and stop the workers."""
+        self.pool.close()
+        self.stop_workers()

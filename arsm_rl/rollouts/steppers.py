@@ -5,9 +5,12 @@ preference and :func:`select_stepper` takes the first that supports the training
 
 - :class:`BatchStepper`: the env family's batched numpy dynamics (``Family.dynamics`` in :mod:`arsm_rl.cloning`,
   e.g. CartPole), bit-identical to stepping the envs one by one, for envs whose wrappers it can emulate;
-- :class:`EnvStepper`: one scratch env per rollout, stepped one by one (any cloneable env, with action masks).
+- :class:`EnvStepper`: one scratch env per rollout, stepped one by one (any cloneable env, with action masks);
+- :class:`ForkStepper`: the sub-envs of a :class:`~arsm_rl.forkvec.vec_env.ForkVecEnv`, whose snapshots are paused
+  process copies: each rollout is a new fork of its snapshot, stepped over a socket (all rollouts' actions are
+  sent before any reply is read, so the forks step in parallel).
 
-A new backend (worker processes, forked snapshots, ...) is one more :class:`Stepper` in :data:`STEPPERS`.
+A new backend is one more :class:`Stepper` in :data:`STEPPERS`.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import gymnasium as gym
 import numpy as np
 
 from arsm_rl.cloning import Snapshot, env_masks, family, has_masks, is_transparent, restore_state, time_limit
+from arsm_rl.forkvec.vec_env import ForkedEnv, ForkSnapshot, ForkStandIn
 from arsm_rl.rollouts.obs import Obs, stack_obs
 
-__all__ = ["STEPPERS", "BatchStepper", "EnvStepper", "ScratchPool", "Stepper", "select_stepper"]
+__all__ = ["STEPPERS", "BatchStepper", "EnvStepper", "ForkStepper", "ScratchPool", "Stepper", "select_stepper"]
 
 
 class ScratchPool:
@@ -62,7 +66,7 @@ class Stepper(ABC):
         """Whether this stepper can run rollouts of ``env`` (a scratch copy of a training sub-env)."""
 
     @abstractmethod
-    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot]) -> None: ...
+    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot | ForkSnapshot]) -> None: ...
 
     @abstractmethod
     def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
@@ -160,8 +164,47 @@ class BatchStepper(Stepper):
         return self.obs, rewards, ended
 
 
+class ForkStepper(Stepper):
+    """
+    Rollouts as forks of :class:`~arsm_rl.forkvec.vec_env.ForkSnapshot` paused copies, one process each (the pool is
+    not used). A rollout's process ends as soon as the rollout does. Supported: the stand-in of a ``ForkVecEnv``
+    sub-env (:meth:`~arsm_rl.forkvec.vec_env.ForkVecEnv.stand_in`), in the trainer or in a rollout worker on the same
+    machine.
+    """
+
+    @classmethod
+    def supports(cls, env: gym.Env) -> bool:
+        return isinstance(env, ForkStandIn)
+
+    def __init__(self, pool: ScratchPool, snapshots: Sequence[Snapshot | ForkSnapshot]) -> None:
+        if not all(isinstance(snapshot, ForkSnapshot) for snapshot in snapshots):
+            raise TypeError("ForkStepper restores ForkVecEnv snapshots only")
+        self.envs: list[ForkedEnv | None] = [ForkedEnv(snapshot) for snapshot in snapshots]  # type: ignore[arg-type]
+        self.raw: list[Any] = [None] * len(snapshots)
+
+    def step(self, actions: np.ndarray, live: np.ndarray) -> tuple[Obs, np.ndarray, np.ndarray]:
+        rewards, ended = np.zeros(len(live)), np.zeros(len(live), dtype=bool)
+        for r in np.flatnonzero(~live):  # ended, or cut at their horizon: their processes can go
+            env = self.envs[r]
+            if env is not None:
+                env.close()
+                self.envs[r] = None
+        rows = np.flatnonzero(live)
+        for r in rows:
+            self._env(int(r)).send_step(_env_action(actions[r]))
+        for r in rows:
+            self.raw[r], rewards[r], terminated, truncated = self._env(int(r)).receive_step()
+            ended[r] = terminated or truncated
+        return stack_obs(self.raw), rewards, ended
+
+    def _env(self, r: int) -> ForkedEnv:
+        env = self.envs[r]
+        assert env is not None, "a rollout stepped after it ended"
+        return env
+
+
 #: Steppers in order of preference; :func:`select_stepper` takes the first that supports the env.
-STEPPERS: list[type[Stepper]] = [BatchStepper, EnvStepper]
+STEPPERS: list[type[Stepper]] = [ForkStepper, BatchStepper, EnvStepper]
 
 
 def select_stepper(env: gym.Env) -> type[Stepper]:
