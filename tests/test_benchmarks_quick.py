@@ -125,6 +125,10 @@ INCLUDED = {
         "results/throughput.md": "| CartPole-v1 | 64 |",
         "results/throughput_workers.md": "| LunarLander-v3 | 128 | 2 | subproc |",
         "results/gradient_quality_summary.md": "| ARSM | ",
+        "results/mask_form.md": "| valid subset, C = 4 |",
+        "results/many_actions_variance.md": "| 32 | 0 | arsm |",
+        "results/many_actions_learning.md": "| 32 | 16 | maskable_ppo |",
+        "results/rl_arsm-MaskedTaxi-v0.md": "| maskable_ppo | 3/3 |",
     },
     "docs/arsm.md": {"../benchmarks/results/rl_CartPole-v1.md": "| arsm | 5/5 |"},
 }
