@@ -129,6 +129,7 @@ INCLUDED = {
         "results/many_actions_variance.md": "| 32 | 0 | arsm |",
         "results/many_actions_learning.md": "| 32 | 16 | maskable_ppo |",
         "results/rl_arsm-MaskedTaxi-v0.md": "| maskable_ppo | 3/3 |",
+        "results/rl_MiniGrid-Empty-5x5-v0.md": "| rloo | 1/3 |",
     },
     "docs/arsm.md": {"../benchmarks/results/rl_CartPole-v1.md": "| arsm | 5/5 |"},
 }
