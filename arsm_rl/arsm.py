@@ -327,6 +327,7 @@ class ARSM(BaseAlgorithm):
         branches: list[BranchPoint | None] = []
         # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets the update
         # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
+        strategy = self.strategy
         callback.on_rollout_start()
         for _ in range(n):
             masks = self._engine.action_masks(self._joint)  # None without masks
@@ -336,7 +337,7 @@ class ARSM(BaseAlgorithm):
             noise = self._joint.noise(self._real_rng, n_envs)
             actions = self._joint.race(logits, noise)
             draws = Draws(self._joint, logits.numpy(), noise, self._joint.encode(actions))
-            branches += self._engine.step_branch_points(range(n_envs), self.strategy, draws)
+            branches += self._engine.step_branch_points(range(n_envs), strategy, draws)
             new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()

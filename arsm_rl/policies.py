@@ -206,9 +206,7 @@ class ARSMPolicy(BasePolicy):
             self._masks = None
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        logits = self.forward(observation)
-        if self._masks is not None:
-            logits = self.joint.masked(logits, self.joint.check_masks(self._masks, len(logits), "predict(action_masks=...)"))
+        logits = self.joint.apply_masks(self.forward(observation), self._masks, "predict(action_masks=...)")
         return self.action_dist.proba_distribution(action_logits=logits).get_actions(deterministic=deterministic)
 
 

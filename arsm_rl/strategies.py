@@ -118,6 +118,12 @@ class JointActions:
             return logits
         return logits.masked_fill(~th.as_tensor(masks, device=logits.device), -th.inf)
 
+    def apply_masks(self, logits: th.Tensor, masks: np.ndarray | None, source: str) -> th.Tensor:
+        """:meth:`masked` with masks as an env returns them, checked first (:meth:`check_masks`, ``source`` names them)."""
+        if masks is None:
+            return logits
+        return self.masked(logits, self.check_masks(masks, len(logits), source))
+
     def padded(self, logits: th.Tensor) -> th.Tensor:
         """``(B, sum(nvec))`` logits -> ``(B, K, C)``, impossible padding categories at ``-inf``."""
         if self._unpadded:

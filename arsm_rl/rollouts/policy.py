@@ -54,10 +54,7 @@ class RacePolicy:
 
     def masked_logits(self, obs: Obs, masks: np.ndarray | None) -> th.Tensor:
         """:return: :meth:`logits`, ``-inf`` where ``masks`` (as the envs return them, or ``None``) forbids an action"""
-        logits = self.logits(obs)
-        if masks is None:
-            return logits
-        return self.joint.masked(logits, self.joint.check_masks(masks, len(logits), "action_masks() of a scratch env"))
+        return self.joint.apply_masks(self.logits(obs), masks, "action_masks() of a scratch env")
 
     def first_actions(self, obs: Obs, ids: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         """:return: the ``(len(ids), K)`` first actions of rollouts that start with a fresh draw (tails)"""
