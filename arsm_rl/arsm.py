@@ -88,6 +88,11 @@ class ARSM(BaseAlgorithm):
         uniformly at random, m = budget / (mean rollouts per informative step), and reweighted by
         (informative steps / m), which keeps the estimate unbiased (with one rollout per step, as
         for two actions, exactly ``max_pseudo_rollouts`` rollouts run).
+    :param budget_sampling: when the budget's steps are drawn. ``"update"``: the fixed-size subset above, once the
+        update's steps are taken. ``"step"``: each step is kept with a probability p fixed before the update and
+        reweighted by 1/p (unbiased), p = budget / (the rollouts the previous update's steps asked for), so about
+        ``max_pseudo_rollouts`` rollouts run on average; the draw is made when the step's actions are, so a
+        :class:`~arsm_rl.ForkVecEnv` snapshots only the kept steps (a fork each) instead of every informative one
     :param pseudo_horizon: maximum steps of a pseudo rollout (pseudo action included); the true
         action's value is cut at the same horizon. ``None`` rolls out to the end of the episode.
     :param share_noise: common random numbers: the policy steps of a pseudo rollout branching at
@@ -132,6 +137,7 @@ class ARSM(BaseAlgorithm):
         gamma: float = 0.99,
         estimator: str = "arsm",
         max_pseudo_rollouts: int | None = None,
+        budget_sampling: str = "update",
         pseudo_horizon: int | None = None,
         share_noise: bool = False,
         ent_coef: float = 0.0,
@@ -166,6 +172,8 @@ class ARSM(BaseAlgorithm):
             raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
         if max_pseudo_rollouts is not None and max_pseudo_rollouts < 1:
             raise ValueError(f"max_pseudo_rollouts must be None or >= 1, got {max_pseudo_rollouts}.")
+        if budget_sampling not in ("update", "step"):
+            raise ValueError(f"budget_sampling must be 'update' or 'step', got {budget_sampling!r}.")
         if pseudo_horizon is not None and pseudo_horizon < 1:
             raise ValueError(f"pseudo_horizon must be None or >= 1, got {pseudo_horizon}.")
         if not isinstance(n_rollout_workers, int) or isinstance(n_rollout_workers, bool) or n_rollout_workers < 0:
@@ -181,6 +189,8 @@ class ARSM(BaseAlgorithm):
         self.gamma = gamma
         self.estimator = estimator
         self.max_pseudo_rollouts = max_pseudo_rollouts
+        self.budget_sampling = budget_sampling
+        self._asked_rollouts: int | None = None  # rollouts the last update's steps asked for, before the budget
         self.pseudo_horizon = pseudo_horizon
         self.share_noise = share_noise
         self.ent_coef = ent_coef
@@ -328,6 +338,8 @@ class ARSM(BaseAlgorithm):
         # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets the update
         # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
         strategy = self.strategy
+        keep = self._step_keep_probability(n * n_envs)
+        kept_list: list[np.ndarray] = []
         callback.on_rollout_start()
         for _ in range(n):
             masks = self._engine.action_masks(self._joint)  # None without masks
@@ -337,7 +349,9 @@ class ARSM(BaseAlgorithm):
             noise = self._joint.noise(self._real_rng, n_envs)
             actions = self._joint.race(logits, noise)
             draws = Draws(self._joint, logits.numpy(), noise, self._joint.encode(actions))
-            branches += self._engine.step_branch_points(range(n_envs), strategy, draws)
+            kept = None if keep is None else self._pseudo_rng.random(n_envs) < keep
+            kept_list += [] if kept is None else [kept]
+            branches += self._engine.step_branch_points(range(n_envs), strategy, draws, kept)
             new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()
@@ -370,7 +384,14 @@ class ARSM(BaseAlgorithm):
             tail_obs=self._last_obs,
             masks=np.stack(mask_list) if mask_list else None,
             tail_masks=self._engine.action_masks(self._joint),
+            kept=None if keep is None else (np.stack(kept_list), keep),
         )
+
+    def _step_keep_probability(self, n_rows: int) -> float | None:
+        """``budget_sampling="step"``'s p for the coming update (from the past only), ``None`` otherwise."""
+        if self.budget_sampling != "step" or self.max_pseudo_rollouts is None or not self.strategy.rolls_out:
+            return None
+        return min(1.0, self.max_pseudo_rollouts / max(1, self._asked_rollouts or n_rows))
 
     # ------------------------------------------------------------------ update
 
@@ -460,7 +481,12 @@ class ARSM(BaseAlgorithm):
         plan.counts = np.bincount(rows, minlength=n_rows)
         informative = np.flatnonzero(plan.counts > 0)
         budget = self.max_pseudo_rollouts
-        if budget is not None and plan.counts.sum() > budget:
+        self._asked_rollouts = int(plan.counts.sum())
+        if collected.kept is not None:  # kept when the actions were drawn, with probability p
+            kept, p = collected.kept
+            informative = informative[kept.reshape(-1)[informative]]
+            plan.weight = 1.0 / p
+        elif budget is not None and plan.counts.sum() > budget:
             m = max(1, int(budget * len(informative) / plan.counts.sum()))
             informative = self._pseudo_rng.choice(informative, size=m, replace=False)
             plan.weight = plan.counts.astype(bool).sum() / m
@@ -582,4 +608,3 @@ def _branch(branch: BranchPoint | None, estimator: str) -> BranchPoint:
             f"no branch point at this step: the update was collected for estimator {estimator!r}, which rolls out nothing"
         )
     return branch
-

@@ -28,6 +28,7 @@ class UpdateData:
     tail_obs: Any  # (E, *obs_shape) observations after the last step
     masks: np.ndarray | None = None  # (n, E, sum(nvec)) bool, the valid actions at each step; None: no masks
     tail_masks: np.ndarray | None = None  # (E, sum(nvec)) bool, the valid actions after the last step
+    kept: tuple[np.ndarray, float] | None = None  # budget_sampling="step": ((n, E) bool steps kept, their probability p)
 
 
 @dataclass

@@ -10,7 +10,8 @@ excludes the evaluations. ``arsm-paper`` is ARSM with the authors' configuration
     python benchmarks/rl.py --env CartPole-v1 --algos arsm,ppo --seeds 0-4
 
 writes ``benchmarks/results/rl_<env>.csv`` (one row per run), ``rl_<env>_curves.csv`` (every evaluation),
-``rl_<env>.md`` (medians and interquartile ranges) and ``rl_<env>.png`` (curves against real and simulator steps).
+``rl_<env>.md`` (medians and interquartile ranges) and ``rl_<env>.png`` (the paper's figure: return against real
+episodes and simulator steps, the gradient's log-variance against episodes, median and IQR over seeds).
 Results are saved after every run and merge across invocations: a run replaces the stored rows of the same
 (algo, seed) and keeps the rest, and every row records the command that produced it, so one env's table can
 be built up algorithm by algorithm (and an interrupted invocation keeps the runs it finished); invocations may
@@ -37,15 +38,69 @@ from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalizati
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
 from agents import ALGOS, ARSM_FAMILY, load_preset
-from train import UsageError, build_kwargs, evaluate, make_env, normalize_kwargs, probe_preset_env, split_preset
+from train import (
+    VEC_ENVS,
+    UsageError,
+    build_kwargs,
+    evaluate,
+    make_env,
+    normalize_kwargs,
+    parse_overrides,
+    probe_preset_env,
+    split_preset,
+)
 
 ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo", "maskable_ppo")
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0, "arsm/MaskedTaxi-v0": 7.0,
               "MiniGrid-Empty-5x5-v0": 0.9}  # fmt: skip
+def _optional_float(text: str) -> float:
+    return float(text) if text else np.nan  # empty: a field that rows made before it existed lack
+
+
 TYPES: dict[str, Any] = {  # how stored CSV fields are read back when results merge
-    "seed": int, "real_steps": int, "simulator_steps": int, "episodes": int,
-    "wall_s": float, "final_eval": float, "eval_mean": float, "solved": lambda text: text == "True",
+    "seed": int, "real_steps": int, "simulator_steps": int, "episodes": int, "final_eval": float, "eval_mean": float,
+    "solved": lambda text: text == "True", "wall_s": _optional_float, "grad_log_variance": _optional_float,
+    "no_signal_share": _optional_float,
 }
+
+
+class GradientVariance:
+    """
+    The paper's gradient-variance diagnostic, for any algorithm: exponential moving averages (weight 0.01) of the
+    policy's gradient g and of g² over every backward pass, and the mean over parameters of
+    log(E[g²] - E[g]² + 1e-20), as ARSM logs it (``train/grad_log_variance``).
+
+    It reads each backward pass's gradient of the policy's own parameters (the value network's are left out)
+    through tensor hooks, so before any clipping: one estimate per ARSM or A2C update, one per minibatch for PPO.
+    """
+
+    def __init__(self, policy: th.nn.Module) -> None:
+        params = [p for name, p in policy.named_parameters() if "value_net" not in name and p.requires_grad]
+        self._pending: dict[int, th.Tensor] = {}
+        self._moments: tuple[th.Tensor, th.Tensor] | None = None
+        for i, param in enumerate(params):
+            param.register_hook(lambda grad, i=i: self._collect(i, grad))
+        self._n = len(params)
+
+    def _collect(self, index: int, grad: th.Tensor) -> None:
+        self._pending[index] = grad.detach().reshape(-1)
+        if len(self._pending) < self._n:
+            return
+        g = th.cat([self._pending[i] for i in range(self._n)])
+        self._pending.clear()
+        if self._moments is None:
+            self._moments = (g.clone(), g.square())
+        else:
+            mean, square = self._moments
+            self._moments = (0.99 * mean + 0.01 * g, 0.99 * square + 0.01 * g.square())
+
+    @property
+    def log_variance(self) -> float:
+        """The diagnostic now (NaN before the first backward pass)."""
+        if self._moments is None:
+            return float("nan")
+        mean, square = self._moments
+        return th.log((square - mean.square()).clamp(min=0.0) + 1e-20).mean().item()
 
 
 class ThresholdCallback(BaseCallback):
@@ -57,8 +112,20 @@ class ThresholdCallback(BaseCallback):
         self.next_eval = eval_freq
         self.eval_seconds = 0.0
         self.episodes = 0
-        self.curve: list[tuple[int, int, int, float]] = []  # (real steps, simulator steps, episodes, mean return)
+        self.curve: list[dict[str, Any]] = []  # one point per evaluation (CURVE_FIELDS)
         self.solved = False
+        self.variance: GradientVariance | None = None
+        self.no_signal: list[float] = []  # ARSM's train/no_signal_share of each update since the last evaluation
+
+    def _on_training_start(self) -> None:
+        self.variance = GradientVariance(self.model.policy)
+        self.started = time.perf_counter()
+
+    def _on_rollout_start(self) -> None:
+        # The last update's train/ keys are still recorded (dumped with the next update's): the ARSM family only.
+        share = self.model.logger.name_to_value.get("train/no_signal_share")
+        if share is not None:
+            self.no_signal.append(float(share))
 
     def _on_step(self) -> bool:
         self.episodes += int(np.sum(self.locals["dones"]))
@@ -66,29 +133,45 @@ class ThresholdCallback(BaseCallback):
             return True
         self.next_eval += self.eval_freq
         start = time.perf_counter()
+        wall = start - self.started - self.eval_seconds
         if isinstance(self.eval_env, VecNormalize):
             sync_envs_normalization(self.training_env, self.eval_env)
         mean, _ = evaluate(self.model, self.eval_env, self.n_episodes, deterministic=False)  # with masks if the env has them
         self.eval_seconds += time.perf_counter() - start
         simulator = self.num_timesteps + getattr(self.model, "num_pseudo_steps", 0)
-        self.curve.append((self.num_timesteps, simulator, self.episodes, float(mean)))
+        assert self.variance is not None
+        no_signal = float(np.mean(self.no_signal)) if self.no_signal else np.nan
+        self.no_signal = []
+        self.curve.append({
+            "real_steps": self.num_timesteps, "simulator_steps": simulator, "episodes": self.episodes,
+            "eval_mean": float(mean), "wall_s": round(wall, 2), "grad_log_variance": self.variance.log_variance,
+            "no_signal_share": no_signal,
+        })  # fmt: skip
         print(f"  {self.num_timesteps} real steps, {simulator} simulator steps: eval {mean:.2f}", flush=True)
         self.solved = bool(mean >= self.threshold)
         return not self.solved
 
 
-def preset(algo: str, env_id: str) -> tuple[str, dict[str, Any]]:
-    """The algorithm behind a benchmark row and its raw preset (``arsm-paper`` is arsm's ``paper`` variant)."""
+def preset(algo: str, env_id: str, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The algorithm behind a benchmark row and its raw preset (``arsm-paper`` is arsm's ``paper`` variant), with
+    ``overrides`` (``--hyperparams``) applied as ``train.py -params`` applies them."""
     name, variant = ("arsm", "paper") if algo == "arsm-paper" else (algo, None)
-    return name, load_preset(name, env_id, variant=variant)[1]
+    return name, {**load_preset(name, env_id, variant=variant)[1], **(overrides or {})}
 
 
-def check_inputs(parser: argparse.ArgumentParser, algos: list[str], env_id: str) -> None:
+def label(algo: str, overrides: dict[str, Any]) -> str:
+    """A row's name: the algo, followed by its ``--hyperparams`` overrides (``arsm gamma=0.999``)."""
+    return " ".join([algo, *(f"{key}={value}" for key, value in overrides.items())])
+
+
+def check_inputs(
+    parser: argparse.ArgumentParser, algos: list[str], env_id: str, overrides: dict[str, Any] | None = None
+) -> None:
     """Exit with a one-line usage error, before any run, on an algorithm without a preset for ``env_id`` or an
     env that ``train.py`` would refuse (unknown id, unsupported action space, not cloneable)."""
     for algo in algos:
         try:
-            name, raw = preset(algo, env_id)
+            name, raw = preset(algo, env_id, overrides)
             probe_preset_env(env_id, name, split_preset(name, raw)[0])
         except KeyError as error:
             parser.error(str(error).strip("'\"") + "; add one to agents/ or drop the algo")
@@ -96,13 +179,16 @@ def check_inputs(parser: argparse.ArgumentParser, algos: list[str], env_id: str)
             parser.error(str(error))
 
 
-def build(algo: str, env_id: str, seed: int) -> tuple[Any, Any, int]:
-    """Model, evaluation env and step budget from the preset, as ``train.py`` builds them."""
-    name, raw = preset(algo, env_id)
+def build(
+    algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = None, vec_env: str = "dummy"
+) -> tuple[Any, Any, int]:
+    """Model, evaluation env and step budget from the preset, as ``train.py`` builds them (``vec_env`` as its
+    ``--vec-env``: the training env's class)."""
+    name, raw = preset(algo, env_id, overrides)
     settings, hyperparams = split_preset(name, raw)
     kwargs = build_kwargs(hyperparams)
     cloneable = name in ARSM_FAMILY
-    venv = make_env(env_id, settings, int(settings.get("n_envs", 1)), seed, cloneable=cloneable)
+    venv = make_env(env_id, settings, int(settings.get("n_envs", 1)), seed, cloneable=cloneable, vec_env=vec_env)
     eval_env = make_env(env_id, settings, 1, 10_000 + seed, cloneable=False)
     normalize = normalize_kwargs(settings.get("normalize"), kwargs.get("gamma"))
     if normalize is not None:
@@ -113,29 +199,28 @@ def build(algo: str, env_id: str, seed: int) -> tuple[Any, Any, int]:
 
 
 def run(algo: str, env_id: str, seed: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    model, eval_env, budget = build(algo, env_id, seed)
+    model, eval_env, budget = build(algo, env_id, seed, args.overrides, args.vec_env)
     budget = args.max_steps or budget
     callback = ThresholdCallback(eval_env, args.eval_freq, args.eval_episodes, args.threshold)
     start = time.perf_counter()
     model.learn(budget, callback=callback)
     wall = time.perf_counter() - start - callback.eval_seconds
-    last = callback.curve[-1] if callback.curve else (model.num_timesteps, model.num_timesteps, callback.episodes, np.nan)
+    name = label(algo, args.overrides)
+    steps = {"real_steps": model.num_timesteps, "simulator_steps": model.num_timesteps, "episodes": callback.episodes}
+    last = callback.curve[-1] if callback.curve else {**steps, "eval_mean": np.nan}
     row = {
         "env": env_id,
-        "algo": algo,
+        "algo": name,
         "seed": seed,
         "solved": callback.solved,
-        "real_steps": last[0],
-        "episodes": last[2],
-        "simulator_steps": last[1],
+        "real_steps": last["real_steps"],
+        "episodes": last["episodes"],
+        "simulator_steps": last["simulator_steps"],
         "wall_s": round(wall, 2),
-        "final_eval": last[3],
+        "final_eval": last["eval_mean"],
         "command": args.command,
     }
-    curve = [
-        {"algo": algo, "seed": seed, "real_steps": r, "simulator_steps": s, "episodes": e, "eval_mean": m}
-        for r, s, e, m in callback.curve
-    ]
+    curve = [{"algo": name, "seed": seed, **point} for point in callback.curve]
     return row, curve
 
 
@@ -143,10 +228,11 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """Median [interquartile range] per algorithm; unsolved runs count at their budget and are flagged."""
     lines = [
         f"{args.env}, threshold {args.threshold:g}: stochastic evaluations (episodes and frequency as in each command; "
-        "defaults 10 episodes every 2000 real steps). Median [IQR] over seeds; unsolved runs count at their budget.",
+        "defaults 10 episodes every 2000 real steps). Median [IQR] over seeds; unsolved runs count at their budget; "
+        "the last evaluation of each seed.",
         "",
-        "| algo | solved | real steps | episodes | simulator steps | wall s |",
-        "|---|---|---|---|---|---|",
+        "| algo | solved | real steps | episodes | simulator steps | wall s | last evaluation |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def cell(values: list[float]) -> str:
@@ -157,9 +243,11 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         sub = [r for r in rows if r["algo"] == algo]
         solved = sum(r["solved"] for r in sub)
         wall = np.percentile([r["wall_s"] for r in sub], [25, 50, 75])
+        finals = ", ".join(f"{r['final_eval']:.0f}" for r in sub)  # one per seed, in seed order
         lines.append(
             f"| {algo} | {solved}/{len(sub)} | {cell([r['real_steps'] for r in sub])} | {cell([r['episodes'] for r in sub])} "
-            f"| {cell([r['simulator_steps'] for r in sub])} | {wall[1]:.1f} [{wall[0]:.1f} to {wall[2]:.1f}] |"
+            f"| {cell([r['simulator_steps'] for r in sub])} | {wall[1]:.1f} [{wall[0]:.1f} to {wall[2]:.1f}] "
+            f"| {finals} |"
         )
     commands = "\n".join(f"- `{c}`" for c in dict.fromkeys(r["command"] for r in rows))
     return "\n".join(lines) + "\n\nCommands:\n" + commands + "\n"
@@ -177,28 +265,52 @@ def merge(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (order.get(r["algo"], len(order)), r["algo"], r["seed"]))
 
 
+def seed_band(runs: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Median and interquartile range over seeds on a common ``grid``: each seed's curve interpolated between its
+    points and held at its last value after it (a run stops once it reaches the threshold); NaN before its first."""
+    values = np.full((len(runs), len(grid)), np.nan)
+    for row, (x, y) in zip(values, runs, strict=True):
+        keep = np.isfinite(y)
+        if keep.any():
+            row[:] = np.where(grid >= x[keep][0], np.interp(grid, x[keep], y[keep]), np.nan)
+    enough = np.sum(np.isfinite(values), axis=0) > 0
+    q1, med, q3 = np.full((3, len(grid)), np.nan)
+    if enough.any():
+        q1[enough], med[enough], q3[enough] = np.nanpercentile(values[:, enough], [25, 50, 75], axis=0)
+    return med, q1, q3
+
+
 def plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
+    """The paper's figure: evaluation return against real episodes and against simulator steps, and the gradient's
+    log-variance against real episodes; median over seeds with the interquartile range shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    panels = (("episodes", "eval_mean"), ("simulator_steps", "eval_mean"), ("episodes", "grad_log_variance"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for algo in dict.fromkeys(c["algo"] for c in curves):
+        seeds = list(dict.fromkeys(c["seed"] for c in curves if c["algo"] == algo))
+        points = [[c for c in curves if c["algo"] == algo and c["seed"] == seed] for seed in seeds]
         colour = None
-        for seed in dict.fromkeys(c["seed"] for c in curves if c["algo"] == algo):
-            points = [c for c in curves if c["algo"] == algo and c["seed"] == seed]
-            for ax, x in zip(axes, ("real_steps", "simulator_steps"), strict=True):
-                (line,) = ax.plot(
-                    [p[x] for p in points], [p["eval_mean"] for p in points], color=colour, alpha=0.7, lw=1,
-                    label=algo if seed == points[0]["seed"] and ax is axes[0] and colour is None else None,
-                )
+        for ax, (x_key, y_key) in zip(axes, panels, strict=True):
+            runs = [(np.array([p[x_key] for p in run], float), np.array([p.get(y_key, np.nan) for p in run], float))
+                    for run in points]
+            low, high = min(x[0] for x, _ in runs), max(x[-1] for x, _ in runs)
+            grid = np.geomspace(max(low, 1), max(high, low + 1), 200)
+            med, q1, q3 = seed_band(runs, grid)
+            if np.isnan(med).all():  # e.g. no gradient recorded (rows from before rl.py recorded it)
+                continue
+            (line,) = ax.plot(grid, med, color=colour, lw=1.5, label=f"{algo} ({len(seeds)} seeds)")
             colour = line.get_color()
-    for ax, label in zip(axes, ("real environment steps", "simulator steps (real + pseudo)"), strict=True):
+            ax.fill_between(grid, q1, q3, color=colour, alpha=0.2, lw=0)
+    labels = ("real episodes", "simulator steps (real + pseudo)", "real episodes")
+    for ax, label_x, (_, y_key) in zip(axes, labels, panels, strict=True):
         ax.set_xscale("log")
-        ax.set_xlabel(label)
+        ax.set_xlabel(label_x)
+        ax.set_ylabel("evaluation mean return (stochastic policy)" if y_key == "eval_mean" else "gradient log-variance (EMA)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("evaluation mean return (stochastic policy)")
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -225,12 +337,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: seed 0; unless given, 2k steps, evaluations of 2 episodes every 1k"
     )
+    parser.add_argument(
+        "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE",
+        help="override preset values of every algo, as train.py -params (rows are named after them: ablations)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--vec-env", choices=sorted(VEC_ENVS), default="dummy",
+        help="the training envs' VecEnv, as train.py --vec-env (fork: ForkVecEnv snapshots for Box2D)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     unknown = [a for a in args.algos.split(",") if a not in ALGO_ORDER]
     if unknown:
         parser.error(f"unknown algos {', '.join(unknown)}; choose from {', '.join(ALGO_ORDER)}")
-    check_inputs(parser, args.algos.split(","), args.env)
+    try:
+        args.overrides = parse_overrides(args.hyperparams, "--hyperparams")
+    except UsageError as error:
+        parser.error(str(error))
+    check_inputs(parser, args.algos.split(","), args.env, args.overrides)
     args.command = shlex.join(["python", "benchmarks/rl.py", *(sys.argv[1:] if argv is None else argv)])
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, np.inf)
@@ -265,12 +389,12 @@ def _save_locked(stem: Path, row: dict[str, Any], curve: list[dict[str, Any]], a
     rows, curves = merge(stem.with_suffix(".csv"), [row]), merge(Path(f"{stem}_curves.csv"), curve)
     for path, table in ((stem.with_suffix(".csv"), rows), (Path(f"{stem}_curves.csv"), curves)):
         with open(path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(table[0]))
+            writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(key for r in table for key in r)))
             writer.writeheader()
             writer.writerows(table)
     text = summary(rows, args)
     stem.with_suffix(".md").write_text(text)
-    plot(curves, stem.with_suffix(".png"), f"{args.env}: evaluation return vs real and simulator steps")
+    plot(curves, stem.with_suffix(".png"), f"{args.env}: median and interquartile range over seeds")
     return text
 
 

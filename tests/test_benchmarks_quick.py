@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch as th
 
 ROOT = Path(__file__).resolve().parents[1]
 ESTIMATORS = {"arsm", "ar", "reinforce", "rloo", "all_action", "a2c"}
@@ -83,6 +85,11 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
     assert int(rows["ppo"]["simulator_steps"]) == int(rows["ppo"]["real_steps"])
     assert int(rows["arsm"]["simulator_steps"]) > int(rows["arsm"]["real_steps"])  # pseudo rollouts counted
     assert (tmp_path / "rl_CartPole-v1.png").stat().st_size > 0
+    for algo in rows:  # the gradient's log-variance is recorded at every evaluation (after the first update)
+        assert all(np.isfinite(float(c["grad_log_variance"])) for c in curves if c["algo"] == algo), algo
+    # ARSM's train/no_signal_share, averaged over the updates between evaluations; no such key for PPO.
+    assert all(0 <= float(c["no_signal_share"]) < 1 for c in curves if c["algo"] == "arsm")
+    assert all(c["no_signal_share"] == "nan" for c in curves if c["algo"] == "ppo")
 
     # A second invocation merges: it replaces the rows of its own (algo, seed) and keeps the others.
     subprocess.run(
@@ -102,6 +109,37 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
     assert ppo_evals[:2] == ["400", "800"]  # the new run's evaluation points, not the old ones
     summary = (tmp_path / "rl_CartPole-v1.md").read_text()
     assert summary.count("- `python benchmarks/rl.py --quick") == 2
+
+
+def test_rl_hyperparams_name_the_rows(tmp_path: Path) -> None:
+    """--hyperparams overrides every algo's preset and names its rows, so an ablation never replaces a preset's row."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--quick", "--algos", "arsm", "--max-steps", "512",
+               "--eval-freq", "256", "--eval-episodes", "1", "--out", str(tmp_path)]  # fmt: skip
+    subprocess.run(command, check=True, cwd=ROOT, timeout=300)
+    subprocess.run([*command, "--hyperparams", "n_steps:128", "pseudo_horizon:5"], check=True, cwd=ROOT, timeout=300)
+    with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
+        rows = {row["algo"]: row for row in csv.DictReader(file)}
+    assert set(rows) == {"arsm", "arsm n_steps=128 pseudo_horizon=5"}
+    # Rollouts cut at 5 steps spend fewer simulator steps than the preset's full-length ones.
+    assert int(rows["arsm n_steps=128 pseudo_horizon=5"]["simulator_steps"]) < int(rows["arsm"]["simulator_steps"])
+    bad = subprocess.run([*command, "--hyperparams", "gamma"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "malformed --hyperparams entry 'gamma'" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_gradient_variance_matches_its_definition() -> None:
+    """rl.py's log-variance: EMAs (weight 0.01) of g and g² over backward passes, of the policy's parameters only."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import rl
+
+    policy = th.nn.ModuleDict({"pi": th.nn.Linear(3, 1, bias=False), "value_net": th.nn.Linear(3, 1)})
+    tracker = rl.GradientVariance(policy)
+    assert np.isnan(tracker.log_variance)
+    x1, x2 = th.tensor([1.0, 2.0, -1.0]), th.tensor([0.5, -1.0, 3.0])
+    for x in (x1, x2):  # d(w . x)/dw = x; the value net's gradient must not enter
+        (policy["pi"](x).sum() + 100.0 * policy["value_net"](x).sum()).backward()
+    mean, square = 0.99 * x1 + 0.01 * x2, 0.99 * x1**2 + 0.01 * x2**2
+    assert tracker.log_variance == pytest.approx(th.log(square - mean**2 + 1e-20).mean().item(), rel=1e-5)
+    assert tracker.log_variance == pytest.approx(np.log(0.0099 * (x1 - x2).numpy() ** 2).mean(), rel=1e-4)
 
 
 def test_rl_benchmark_rejects_unknown_algo() -> None:

@@ -99,9 +99,11 @@ def test_mean_update_is_the_exact_gradient(estimator: str) -> None:
     assert ratio == pytest.approx(1.0, abs=0.15), ratio
 
 
-def test_budgeted_update_stays_unbiased() -> None:
-    """Over budget, sub-sampled steps are reweighted (Horvitz-Thompson): still the exact gradient on average."""
-    update, exact = mean_update("arsm", n_calls=30, n_steps=200, max_pseudo_rollouts=20)
+@pytest.mark.parametrize("budget_sampling", ["update", "step"])
+def test_budgeted_update_stays_unbiased(budget_sampling: str) -> None:
+    """Over budget, sub-sampled steps are reweighted (Horvitz-Thompson): still the exact gradient on average, whether
+    a fixed-size subset is drawn after the update's steps or each step is kept with a probability fixed before it."""
+    update, exact = mean_update("arsm", n_calls=30, n_steps=200, max_pseudo_rollouts=20, budget_sampling=budget_sampling)
     cosine, ratio = cosine_and_ratio(update, exact)
     assert cosine >= 0.9, cosine
     # Without the reweighting the update would shrink to about budget / informative steps (~0.15).

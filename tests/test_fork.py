@@ -117,6 +117,31 @@ def test_lunar_lander_trains_as_the_replay_path_with_no_replayed_step(env_kwargs
     assert settle(0) == []
 
 
+def test_budget_sampled_per_step_snapshots_only_the_kept_steps() -> None:
+    """budget_sampling="step" decides at the real step which steps the budget keeps, so a fork is taken only there;
+    training stays bit-identical to the replay path with the same sampling."""
+    kwargs = dict(**SMALL, **LUNAR, budget_sampling="step")
+    reference = ARSM("MlpPolicy", make_vec_env("LunarLander-v3", 2, seed=0), **kwargs).learn(256)
+    taken: dict[str, int] = {}
+    for sampling in ("update", "step"):
+        venv = make_vec_env("LunarLander-v3", 2, seed=0, vec_env_cls=ForkVecEnv)
+        snapshot = venv.snapshot
+        taken[sampling] = 0
+
+        def counted(indices: Any, snapshot: Any = snapshot, sampling: str = sampling) -> Any:
+            taken[sampling] += len(indices)
+            return snapshot(indices)
+
+        venv.snapshot = counted  # type: ignore[method-assign]
+        forked = ARSM("MlpPolicy", venv, **{**kwargs, "budget_sampling": sampling}).learn(256)
+        venv.close()
+        if sampling == "step":
+            assert th.equal(parameters(reference), parameters(forked))
+            assert forked.num_pseudo_steps == reference.num_pseudo_steps - reference.num_restore_steps
+    # About 24 rollouts per update, from about 12 kept steps of 64 (2 tail snapshots per update on top).
+    assert taken["step"] < taken["update"] / 2, taken
+
+
 def test_hidden_global_rng_is_refused_by_replay_and_cloned_by_fork() -> None:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import this module (and torch)
     with pytest.raises(NotCloneableError, match="ForkVecEnv"):

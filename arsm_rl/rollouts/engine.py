@@ -202,7 +202,9 @@ class RolloutEngine:
         """
         return [branch for branch in self._branch_points(indices, None) if branch is not None]
 
-    def step_branch_points(self, indices: Sequence[int], strategy: Estimator, draws: Draws) -> list[BranchPoint | None]:
+    def step_branch_points(
+        self, indices: Sequence[int], strategy: Estimator, draws: Draws, kept: np.ndarray | None = None
+    ) -> list[BranchPoint | None]:
         """
         The branch points of a real step about to be taken: none for an estimator that rolls nothing out; fork
         snapshots only where the estimator may roll out (:meth:`~arsm_rl.strategies.Estimator.may_roll_out`, asked
@@ -211,11 +213,16 @@ class RolloutEngine:
         :param indices: sub-env indices
         :param strategy: the update's estimator
         :param draws: the step's draws, one row per index
+        :param kept: ``(len(indices),)`` bool, the steps a budget sampled per step keeps (``None``: all); fork
+            snapshots only there
         :return: one branch point per index, or ``None`` where no rollout can start
         """
         if not strategy.rolls_out:
             return [None] * len(indices)
-        return self._branch_points(indices, strategy.may_roll_out(draws) if self.cloner.forks else None)
+        if not self.cloner.forks:
+            return self._branch_points(indices, None)
+        wanted = strategy.may_roll_out(draws)
+        return self._branch_points(indices, wanted if kept is None else wanted & kept)
 
     def _branch_points(self, indices: Sequence[int], wanted: np.ndarray | None) -> list[BranchPoint | None]:
         snapshots = self.cloner.clone(indices, wanted)
