@@ -302,7 +302,7 @@ def plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
             med, q1, q3 = seed_band(runs, grid)
             if np.isnan(med).all():  # e.g. no gradient recorded (rows from before rl.py recorded it)
                 continue
-            (line,) = ax.plot(grid, med, color=colour, lw=1.5, label=f"{algo} ({len(seeds)} seeds)")
+            (line,) = ax.plot(grid, med, color=colour, lw=1.5, label=f"{algo} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
             colour = line.get_color()
             ax.fill_between(grid, q1, q3, color=colour, alpha=0.2, lw=0)
     labels = ("real episodes", "simulator steps (real + pseudo)", "real episodes")
