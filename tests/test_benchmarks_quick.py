@@ -126,6 +126,31 @@ def test_rl_hyperparams_name_the_rows(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "malformed --hyperparams entry 'gamma'" in bad.stderr.strip().splitlines()[-1]
 
 
+def test_side_by_side_reads_the_first_evaluation_at_each_level(tmp_path: Path) -> None:
+    """benchmarks/side_by_side.py: per level, each run's first evaluation at or above it, and the wall-time ratio."""
+    fields = ["algo", "seed", "real_steps", "simulator_steps", "episodes", "eval_mean", "wall_s"]
+    points = [("arsm", 0, 1000, 9000, 5, -50.0, 4.0), ("arsm", 0, 2000, 20000, 9, 30.0, 10.0),
+              ("ppo", 0, 5000, 5000, 20, 10.0, 2.0), ("ppo", 0, 9000, 9000, 40, 60.0, 4.0)]  # fmt: skip
+    for folder, algo in (("a", "arsm"), ("b", "ppo")):
+        (tmp_path / folder).mkdir()
+        with open(tmp_path / folder / "rl_LunarLander-v3_curves.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(fields)
+            writer.writerows(p for p in points if p[0] == algo)
+    out = tmp_path / "table.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--env", "LunarLander-v3",
+               "--run", f"arsm:0:{tmp_path / 'a'}", "--run", f"ppo:0:{tmp_path / 'b'}",
+               "--levels", "0,50", "--out", str(out)]  # fmt: skip
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 0 |") or line.startswith("| 50 |")]
+    assert rows == [
+        "| 0 | 2,000 real, 20,000 sim, 10.0 s | 5,000 real, 5,000 sim, 2.0 s | 5.00x |",
+        "| 50 | not reached | 9,000 real, 9,000 sim, 4.0 s |  |",
+    ]
+    bad = subprocess.run([*command[:-4], "--levels", "zero", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("e.g. -100,0,100")
+
+
 def test_gradient_variance_matches_its_definition() -> None:
     """rl.py's log-variance: EMAs (weight 0.01) of g and g² over backward passes, of the policy's parameters only."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
