@@ -27,11 +27,11 @@ from train import build_kwargs, make_env, split_preset
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def build(env_id: str, seed: int, vec_env: str) -> Any:
+def build(env_id: str, seed: int, vec_env: str, budget_sampling: str) -> Any:
     """The preset's ARSM model on a ``vec_env`` training env (``dummy``: replay, ``fork``: ForkVecEnv)."""
     settings, hyperparams = split_preset("arsm", load_preset("arsm", env_id)[1])
     venv = make_env(env_id, settings, int(settings.get("n_envs", 1)), seed, cloneable=True, vec_env=vec_env)
-    return ALGOS["arsm"](env=venv, seed=seed, **build_kwargs(hyperparams))
+    return ALGOS["arsm"](env=venv, seed=seed, **build_kwargs(hyperparams), budget_sampling=budget_sampling)
 
 
 def parameters(model: Any) -> th.Tensor:
@@ -44,13 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="real steps of each run")
     parser.add_argument("--chunk", type=int, default=5_000, help="real steps per timed chunk")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--budget-sampling", choices=("update", "step"), default="update",
+        help="ARSM's budget_sampling for both runs (step: fork snapshots only the steps the budget keeps)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="512 real steps in 256-step chunks (one update each)")
     parser.add_argument("--out", type=Path, default=RESULTS / "fork_training.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.chunk = 512, 256
     th.set_num_threads(1)
-    models = {name: build(args.env, args.seed, name) for name in ("dummy", "fork")}
+    models = {name: build(args.env, args.seed, name, args.budget_sampling) for name in ("dummy", "fork")}
     rows, totals = [], {name: 0.0 for name in models}
     done = 0
     while done < args.steps:
@@ -68,9 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         print(row, flush=True)
     identical = th.equal(parameters(models["dummy"]), parameters(models["fork"]))
     lines = [
-        f"# Fork snapshots vs replay: {args.env} ARSM preset, seed {args.seed}, {args.steps} real steps",
+        f"# Fork snapshots vs replay: {args.env} ARSM preset, seed {args.seed}, {args.steps} real steps, "
+        f"budget_sampling {args.budget_sampling!r}",
         "",
-        f"`python benchmarks/fork_training.py --steps {args.steps} --chunk {args.chunk} --seed {args.seed}`; both runs in one "
+        f"`python benchmarks/fork_training.py --steps {args.steps} --chunk {args.chunk} --seed {args.seed} "
+        f"--budget-sampling {args.budget_sampling}`; both runs in one "
         "invocation, alternating chunks. Seconds of `learn()` per chunk (real steps, pseudo rollouts and updates); "
         "pseudo steps include the replayed ones.",
         "",
