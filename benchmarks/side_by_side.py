@@ -6,7 +6,7 @@ run never reaches are shown as such. For example, ARSM (the main table's seed 0)
 
     python benchmarks/side_by_side.py --env LunarLander-v3 \\
         --run arsm:0:benchmarks/results --run ppo:0:benchmarks/results/side_by_side \\
-        --levels -100,0,50,100,200 --out benchmarks/results/side_by_side/LunarLander-v3.md
+        --levels=-100,0,50,100,200 --out benchmarks/results/side_by_side/LunarLander-v3.md
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True)
     parser.add_argument("--run", action="append", required=True, metavar="ALGO:SEED:FOLDER", help="two runs")
-    parser.add_argument("--levels", required=True, help="comma-separated returns, e.g. -100,0,100,200")
+    parser.add_argument("--levels", required=True, help="comma-separated returns, e.g. --levels=-100,0,100,200 (with = when the first is negative)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if len(args.run) != 2:

@@ -178,13 +178,13 @@ def test_rl_benchmark_rejects_unknown_algo() -> None:
 #: Every table of results in the documents, and a cell of it (a stale copy of it must be caught).
 INCLUDED = {
     "benchmarks/README.md": {
-        "results/summary.md": "| ARSM real steps | 5,000 (5/5 solved) |",
+        "results/summary.md": "| ARSM real steps | 5,000 (5/5 solved) | 5,000 (5/5 solved) |",
         "results/toy.md": "| ARSM | 0.5327 |",
         "results/clone_cost.md": "| 500 | 8,372 | 4,272 |",
         "results/fork_training.md": "| 20,000 | 214.9 | 200.0 |",
         "results/rl_CartPole-v1.md": "| arsm | 5/5 |",
-        "results/rl_Acrobot-v1.md": "| arsm-paper | 1/5 |",
-        "results/rl_LunarLander-v3.md": "| ppo | 1/3 |",
+        "results/rl_Acrobot-v1.md": "| arsm | 5/5 |",
+        "results/rl_LunarLander-v3.md": "| arsm | 1/3 |",
         "results/throughput.md": "| CartPole-v1 | 64 |",
         "results/throughput_workers.md": "| LunarLander-v3 | 128 | 2 | subproc |",
         "results/gradient_quality_summary.md": "| ARSM | ",
@@ -193,6 +193,9 @@ INCLUDED = {
         "results/many_actions_learning.md": "| 32 | 16 | maskable_ppo |",
         "results/rl_arsm-MaskedTaxi-v0.md": "| maskable_ppo | 3/3 |",
         "results/rl_MiniGrid-Empty-5x5-v0.md": "| rloo | 1/3 |",
+        "results/ablations/rl_LunarLander-v3.md": "| arsm pseudo_horizon=300 | 0/3 |",
+        "results/ablations/rl_Acrobot-v1.md": "| arsm-paper share_noise=True | 0/5 |",
+        "results/side_by_side/LunarLander-v3.md": "| 200 | 75,000 real",
     },
     "docs/arsm.md": {"../benchmarks/results/rl_CartPole-v1.md": "| arsm | 5/5 |"},
 }
