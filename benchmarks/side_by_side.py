@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True)
     parser.add_argument("--run", action="append", required=True, metavar="ALGO:SEED:FOLDER", help="two runs")
-    parser.add_argument("--levels", required=True, help="comma-separated returns, e.g. --levels=-100,0,100,200 (with = when the first is negative)")
+    parser.add_argument(
+        "--levels", required=True, help="comma-separated returns, e.g. --levels=-100,0,100,200 (= when the first is negative)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if len(args.run) != 2:
