@@ -33,7 +33,7 @@ from arsm_rl.rollouts import (
 )
 from arsm_rl.rollouts.workers import BACKENDS, make_workers
 from arsm_rl.strategies import ESTIMATORS, Draws, Estimator, JointActions, StepBatch, distinct_codes
-from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport
+from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport, budget_steps, keep_probability
 
 __all__ = ["ARSM"]
 
@@ -338,7 +338,8 @@ class ARSM(BaseAlgorithm):
         # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets the update
         # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
         strategy = self.strategy
-        keep = self._step_keep_probability(n * n_envs)
+        sampled = self.budget_sampling == "step" and strategy.rolls_out
+        keep = keep_probability(self.max_pseudo_rollouts, self._asked_rollouts, n * n_envs) if sampled else None
         kept_list: list[np.ndarray] = []
         callback.on_rollout_start()
         for _ in range(n):
@@ -386,12 +387,6 @@ class ARSM(BaseAlgorithm):
             tail_masks=self._engine.action_masks(self._joint),
             kept=None if keep is None else (np.stack(kept_list), keep),
         )
-
-    def _step_keep_probability(self, n_rows: int) -> float | None:
-        """``budget_sampling="step"``'s p for the coming update (from the past only), ``None`` otherwise."""
-        if self.budget_sampling != "step" or self.max_pseudo_rollouts is None or not self.strategy.rolls_out:
-            return None
-        return min(1.0, self.max_pseudo_rollouts / max(1, self._asked_rollouts or n_rows))
 
     # ------------------------------------------------------------------ update
 
@@ -479,17 +474,8 @@ class ARSM(BaseAlgorithm):
         other = codes != true_codes[rows]  # the true action is valued by the real return
         rows, codes = rows[other], codes[other]
         plan.counts = np.bincount(rows, minlength=n_rows)
-        informative = np.flatnonzero(plan.counts > 0)
-        budget = self.max_pseudo_rollouts
         self._asked_rollouts = int(plan.counts.sum())
-        if collected.kept is not None:  # kept when the actions were drawn, with probability p
-            kept, p = collected.kept
-            informative = informative[kept.reshape(-1)[informative]]
-            plan.weight = 1.0 / p
-        elif budget is not None and plan.counts.sum() > budget:
-            m = max(1, int(budget * len(informative) / plan.counts.sum()))
-            informative = self._pseudo_rng.choice(informative, size=m, replace=False)
-            plan.weight = plan.counts.astype(bool).sum() / m
+        informative, plan.weight = budget_steps(plan.counts, self.max_pseudo_rollouts, collected.kept, self._pseudo_rng)
         plan.used[informative] = True
         keep = plan.used[rows]
         plan.requests = list(zip(rows[keep].tolist(), codes[keep].tolist(), strict=True))

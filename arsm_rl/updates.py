@@ -10,7 +10,7 @@ import numpy as np
 from arsm_rl.rollouts import BranchPoint
 from arsm_rl.strategies import Selection
 
-__all__ = ["RolloutValues", "UpdateData", "UpdatePlan", "UpdateReport"]
+__all__ = ["RolloutValues", "UpdateData", "UpdatePlan", "UpdateReport", "budget_steps", "keep_probability"]
 
 
 @dataclass
@@ -61,3 +61,37 @@ class UpdateReport:
     plan: UpdatePlan
     rollouts: RolloutValues
     seconds: dict[str, float]
+
+
+def keep_probability(budget: int | None, asked: int | None, n_rows: int) -> float | None:
+    """
+    ``budget_sampling="step"``: the probability p of keeping each step of the coming update, from the past only.
+
+    :param budget: rollouts per update (``None``: no budget, nothing to sample)
+    :param asked: rollouts the previous update's steps asked for (``None`` before the first update)
+    :param n_rows: steps in the update (the first update's stand-in for ``asked``)
+    :return: p = min(1, budget / asked), or ``None`` without a budget
+    """
+    return None if budget is None else min(1.0, budget / max(1, asked or n_rows))
+
+
+def budget_steps(
+    counts: np.ndarray, budget: int | None, kept: tuple[np.ndarray, float] | None, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """
+    The informative steps an update uses and their Horvitz-Thompson weight, which keeps the estimate unbiased.
+
+    :param counts: ``(B,)`` rollouts each step would need
+    :param budget: rollouts per update, ``None`` for all
+    :param kept: steps kept when they were drawn, with their probability p (``budget_sampling="step"``): weight 1/p
+    :param rng: draws the fixed-size subset otherwise: m = budget / (mean rollouts per informative step) steps,
+        weight (informative steps) / m
+    :return: the used steps' rows and their weight
+    """
+    informative = np.flatnonzero(counts > 0)
+    if kept is not None:
+        return informative[kept[0].reshape(-1)[informative]], 1.0 / kept[1]
+    if budget is not None and counts.sum() > budget:
+        m = max(1, int(budget * len(informative) / counts.sum()))
+        return rng.choice(informative, size=m, replace=False), len(informative) / m
+    return informative, 1.0

@@ -79,10 +79,11 @@ class GradientVariance:
         self._pending: dict[int, th.Tensor] = {}
         self._moments: tuple[th.Tensor, th.Tensor] | None = None
         for i, param in enumerate(params):
-            param.register_hook(lambda grad, i=i: self._collect(i, grad))
+            param.register_hook(lambda grad, i=i: self.add(i, grad))
         self._n = len(params)
 
-    def _collect(self, index: int, grad: th.Tensor) -> None:
+    def add(self, index: int, grad: th.Tensor) -> None:
+        """One parameter's gradient of a backward pass (the hooks call it); the EMAs move once all have come."""
         self._pending[index] = grad.detach().reshape(-1)
         if len(self._pending) < self._n:
             return

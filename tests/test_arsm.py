@@ -66,6 +66,8 @@ def test_bad_hyperparameters() -> None:
         ARSM("MlpPolicy", "CartPole-v1", estimator="ppo")
     with pytest.raises(ValueError, match="max_pseudo_rollouts"):
         ARSM("MlpPolicy", "CartPole-v1", max_pseudo_rollouts=0)
+    with pytest.raises(ValueError, match="budget_sampling must be 'update' or 'step', got 'steps'"):
+        ARSM("MlpPolicy", "CartPole-v1", budget_sampling="steps")
     with pytest.raises(ValueError, match="all_action"):
         ARSM("MlpPolicy", IdentityEnvMultiDiscrete(2), estimator="all_action")
 
