@@ -53,6 +53,9 @@ from train import (
 ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo", "maskable_ppo")
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0, "arsm/MaskedTaxi-v0": 7.0,
               "MiniGrid-Empty-5x5-v0": 0.9}  # fmt: skip
+PLOT_TITLE = "{env}: median and interquartile range over seeds"
+
+
 def _optional_float(text: str) -> float:
     return float(text) if text else np.nan  # empty: a field that rows made before it existed lack
 
@@ -290,11 +293,14 @@ def plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     panels = (("episodes", "eval_mean"), ("simulator_steps", "eval_mean"), ("episodes", "grad_log_variance"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for algo in dict.fromkeys(c["algo"] for c in curves):
+    algos = list(dict.fromkeys(c["algo"] for c in curves))
+    legend_inches = 0.2 * -(-len(algos) // 3) + 0.15  # under the panels, three entries a row
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4 + legend_inches))
+    palette = plt.get_cmap("tab10" if len(algos) <= 10 else "tab20")
+    for index, algo in enumerate(algos):
         seeds = list(dict.fromkeys(c["seed"] for c in curves if c["algo"] == algo))
         points = [[c for c in curves if c["algo"] == algo and c["seed"] == seed] for seed in seeds]
-        colour = None
+        colour = palette(index)
         for ax, (x_key, y_key) in zip(axes, panels, strict=True):
             runs = [(np.array([p[x_key] for p in run], float), np.array([p.get(y_key, np.nan) for p in run], float))
                     for run in points]
@@ -303,8 +309,7 @@ def plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
             med, q1, q3 = seed_band(runs, grid)
             if np.isnan(med).all():  # e.g. no gradient recorded (rows from before rl.py recorded it)
                 continue
-            (line,) = ax.plot(grid, med, color=colour, lw=1.5, label=f"{algo} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
-            colour = line.get_color()
+            ax.plot(grid, med, color=colour, lw=1.5, label=f"{algo} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
             ax.fill_between(grid, q1, q3, color=colour, alpha=0.2, lw=0)
     labels = ("real episodes", "simulator steps (real + pseudo)", "real episodes")
     for ax, label_x, (_, y_key) in zip(axes, labels, panels, strict=True):
@@ -312,9 +317,10 @@ def plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_xlabel(label_x)
         ax.set_ylabel("evaluation mean return (stochastic policy)" if y_key == "eval_mean" else "gradient log-variance (EMA)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_inches / (4 + legend_inches), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -347,7 +353,17 @@ def main(argv: list[str] | None = None) -> None:
         help="the training envs' VecEnv, as train.py --vec-env (fork: ForkVecEnv snapshots for Box2D)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="only redraw rl_<env>.png in --out from its stored curves; run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.plot_only:
+        stem = args.out / f"rl_{args.env.replace('/', '-')}"
+        curves = merge(Path(f"{stem}_curves.csv"), [])
+        if not curves:
+            parser.error(f"no curves in {stem}_curves.csv to plot; run the benchmark first")
+        plot(curves, stem.with_suffix(".png"), PLOT_TITLE.format(env=args.env))
+        return
     unknown = [a for a in args.algos.split(",") if a not in ALGO_ORDER]
     if unknown:
         parser.error(f"unknown algos {', '.join(unknown)}; choose from {', '.join(ALGO_ORDER)}")
@@ -395,7 +411,7 @@ def _save_locked(stem: Path, row: dict[str, Any], curve: list[dict[str, Any]], a
             writer.writerows(table)
     text = summary(rows, args)
     stem.with_suffix(".md").write_text(text)
-    plot(curves, stem.with_suffix(".png"), f"{args.env}: median and interquartile range over seeds")
+    plot(curves, stem.with_suffix(".png"), PLOT_TITLE.format(env=args.env))
     return text
 
 

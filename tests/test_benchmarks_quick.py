@@ -110,6 +110,16 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
     summary = (tmp_path / "rl_CartPole-v1.md").read_text()
     assert summary.count("- `python benchmarks/rl.py --quick") == 2
 
+    # --plot-only redraws the figure from the stored curves and runs (and rewrites) nothing else.
+    (tmp_path / "rl_CartPole-v1.png").unlink()
+    stored = {name: (tmp_path / name).read_text() for name in ("rl_CartPole-v1.csv", "rl_CartPole-v1_curves.csv")}
+    plot_only = [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--plot-only", "--out"]
+    subprocess.run([*plot_only, str(tmp_path)], check=True, cwd=ROOT, timeout=120)
+    assert (tmp_path / "rl_CartPole-v1.png").stat().st_size > 0
+    assert stored == {name: (tmp_path / name).read_text() for name in stored}
+    empty = subprocess.run([*plot_only, str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "no curves in" in empty.stderr.strip().splitlines()[-1]
+
 
 def test_rl_hyperparams_name_the_rows(tmp_path: Path) -> None:
     """--hyperparams overrides every algo's preset and names its rows, so an ablation never replaces a preset's row."""
