@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.plot_only:
-        stem = args.out / f"rl_{args.env.replace('/', '-')}"
+        stem = results_stem(args.out, args.env)
         curves = merge(Path(f"{stem}_curves.csv"), [])
         if not curves:
             parser.error(f"no curves in {stem}_curves.csv to plot; run the benchmark first")
@@ -390,13 +390,18 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
 
 
+def results_stem(out: Path, env_id: str) -> Path:
+    """``out/rl_<env>``: the stem of an env's table, CSVs, figure and lock."""
+    return out / f"rl_{env_id.replace('/', '-')}"
+
+
 def save(row: dict[str, Any], curve: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """Merge one run into the env's CSVs, rewrite its table and plot; return the table.
 
     An exclusive lock on ``rl_<env>.lock`` makes the read-merge-write atomic, so invocations that run in
     parallel on the same env (say, one per seed) never drop each other's rows.
     """
-    stem = args.out / f"rl_{args.env.replace('/', '-')}"
+    stem = results_stem(args.out, args.env)
     with open(stem.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _save_locked(stem, row, curve, args)
