@@ -31,6 +31,7 @@ from arsm_rl.cloning import (
     clone_state,
     family_of,
     make_cloneable,
+    make_headless,
     register_cloneable,
     register_wrapper_state,
     restore_state,
@@ -559,6 +560,42 @@ def test_lunarlander_without_recorder_is_refused() -> None:
     snap = clone_state(wrapped)
     with pytest.raises(NotCloneableError, match="make_cloneable"):
         restore_state(gym.make("LunarLander-v3"), snap)
+
+
+@pytest.mark.skipif(not HAS_BOX2D, reason="Box2D (gymnasium[box2d]) is not installed")
+def test_headless_lunar_lander_steps_exactly_as_the_rendering_one() -> None:
+    """LunarLander renders flame particles (Box2D bodies that collide with the ground only): made headless in the
+    middle of an episode, with particles in the air, an env takes the same steps as its rendering twin, bit for bit."""
+    from gymnasium.envs.box2d.lunar_lander import heuristic
+
+    differing, steps = [], 0
+    for seed in range(8):
+        envs = [gym.make("LunarLander-v3", render_mode="rgb_array") for _ in range(2)]
+        obs = [env.reset(seed=seed)[0] for env in envs]
+        rng = np.random.default_rng(seed)
+        for t in range(1000):
+            if t == 40:
+                assert len(envs[1].unwrapped.particles) > 0
+                make_headless(envs[1])
+                assert envs[1].unwrapped.particles == [] and envs[1].unwrapped.render_mode is None
+            action = heuristic(envs[0].unwrapped, obs[0]) if rng.random() < 0.85 else int(rng.integers(4))
+            results = [env.step(action) for env in envs]
+            obs = [result[0] for result in results]
+            steps += 1
+            if not (np.array_equal(obs[0], obs[1]) and results[0][1:4] == results[1][1:4]):
+                differing.append((seed, t))
+                break
+            if results[0][2] or results[0][3]:
+                break
+        assert len(envs[0].unwrapped.particles) > 0 and envs[1].unwrapped.particles == []  # its twin still renders
+    assert differing == [] and steps > 1000, steps
+
+
+def test_make_headless_leaves_other_envs_as_they_are() -> None:
+    env = gym.make("CartPole-v1", render_mode="rgb_array")
+    assert make_headless(env) is env and env.unwrapped.render_mode == "rgb_array"
+    unknown = EzWalkEnv()  # no exact snapshot method: nothing to look up, nothing changed
+    assert make_headless(unknown) is unknown
 
 
 def test_recorder_needs_a_reset_after_wrapping() -> None:

@@ -186,6 +186,25 @@ def test_a_snapshot_restores_any_number_of_times_and_is_freed_with_its_handle() 
     venv.close()
 
 
+def test_fork_rollouts_are_headless_and_the_training_env_still_renders() -> None:
+    """A restored copy of LunarLander has no flame particles (render-only, arsm_rl.cloning.make_headless), while
+    the worker's training env keeps rendering them; the copy steps exactly as the training env then does."""
+    venv = make_vec_env("LunarLander-v3", 1, seed=0, vec_env_cls=ForkVecEnv)
+    venv.reset()
+    for _ in range(5):
+        venv.step(np.array([2]))
+    (snapshot,) = venv.snapshot([0])
+    copy = snapshot.restore()
+    assert copy.call(lambda env: (env.unwrapped.render_mode, len(env.unwrapped.particles))) == (None, 0)
+    stepped = [copy.step(action)[:2] for action in (2, 2, 0, 3)]
+    copy.close()
+    assert venv.call(lambda env: (env.unwrapped.render_mode, len(env.unwrapped.particles))) == [("rgb_array", 5)]
+    for (obs, reward), action in zip(stepped, (2, 2, 0, 3), strict=True):
+        real_obs, real_reward, _, _ = venv.step(np.array([action]))
+        assert np.array_equal(obs, real_obs[0]) and reward == real_reward[0]
+    venv.close()
+
+
 def test_errors_and_dead_workers_are_clear_and_leave_nothing() -> None:
     venv = make_vec_env("CartPole-v1", 2, seed=0, wrapper_class=RaisesAt, vec_env_cls=ForkVecEnv)
     venv.reset()

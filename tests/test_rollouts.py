@@ -10,11 +10,12 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from arsm_rl import ARSM
-from arsm_rl.cloning import make_cloneable
+from arsm_rl.cloning import make_cloneable, scratch_copy
 from arsm_rl.rollouts import (
     BatchStepper,
     EnvStepper,
     RolloutEngine,
+    ScratchPool,
     discounted_returns,
     enable_cloning,
     run_lockstep,
@@ -269,3 +270,14 @@ def test_stepper_registry_chooses_the_batch_only_where_it_is_exact() -> None:
     assert select_stepper(make_cloneable(noisy)) is EnvStepper
     assert select_stepper(make_cloneable(gym.make("MountainCarContinuous-v0"))) is EnvStepper
     assert select_stepper(make_cloneable(gym.make("Pendulum-v1"))) is EnvStepper
+
+
+def test_scratch_envs_are_headless_and_the_training_env_still_renders() -> None:
+    """Pseudo rollouts on LunarLander skip its flame particles (render-only); the training env keeps them."""
+    env = make_cloneable(gym.make("LunarLander-v3", render_mode="rgb_array"))
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(2)  # the main engine: particles
+    pool = ScratchPool(lambda: scratch_copy(env))
+    assert [scratch.unwrapped.render_mode for scratch in pool.take(2)] == [None, None]
+    assert env.unwrapped.render_mode == "rgb_array" and len(env.unwrapped.particles) == 5

@@ -57,14 +57,24 @@ training on every env with :func:`unverified_parts` (anything but the built-in, 
 wrapper rules); :func:`~arsm_rl.cloning.ids.register_optional_envs` makes ALE and
 MiniGrid ids available to ``gym.make``.  :func:`time_limit` and :func:`is_transparent` describe
 wrapper layers for other layers of the library (the rollouts' batch stepper); :func:`is_statistics` tells
-which wrapper classes only record statistics (``ForkVecEnv`` splices them out of its forked rollouts).
+which wrapper classes only record statistics (``ForkVecEnv`` splices them out of its forked rollouts);
+:func:`make_headless` stops an env's render-only work in the copies pseudo rollouts run on (LunarLander's
+flame particles, ``Family.headless``; :func:`headless_function` is that function, for ``ForkVecEnv``'s workers).
 :mod:`~arsm_rl.cloning.masks` reads action masks the way sb3-contrib does (an env's or ``ActionMasker``'s
 ``action_masks()``); the checks take random *valid* actions on masked envs (:func:`sample_action`).
 """
 
 from arsm_rl.cloning.access import StateAccess
 from arsm_rl.cloning.check import check_cloneable, compare_restores, episodes_bounded, unverified_parts, verify_snapshots
-from arsm_rl.cloning.core import CloneableWrapper, clone_state, make_cloneable, restore_state, scratch_copy
+from arsm_rl.cloning.core import (
+    CloneableWrapper,
+    clone_state,
+    headless_function,
+    make_cloneable,
+    make_headless,
+    restore_state,
+    scratch_copy,
+)
 from arsm_rl.cloning.families import Family
 from arsm_rl.cloning.ids import register_optional_envs
 from arsm_rl.cloning.layers import LayerKind, is_statistics, is_transparent, register_wrapper_state, time_limit
@@ -91,9 +101,11 @@ __all__ = [
     "family",
     "family_of",
     "has_masks",
+    "headless_function",
     "is_statistics",
     "is_transparent",
     "make_cloneable",
+    "make_headless",
     "preserved_global_rngs",
     "register_cloneable",
     "register_optional_envs",

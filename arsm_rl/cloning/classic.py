@@ -4,6 +4,9 @@ some) and the Box2D envs (replay)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from arsm_rl.cloning.access import Fields
 from arsm_rl.cloning.dynamics import AcrobotDynamics, CartPoleDynamics, MountainCarDynamics
 from arsm_rl.cloning.families import REPLAY, Family
@@ -25,6 +28,23 @@ TAXI = Family(
 BLACKJACK = Family(
     "toy_text", Fields(("player", "dealer", "dealer_top_card_suit", "dealer_top_card_value_str")), verified=True, bounded=True
 )
+
+
+def lunar_lander_headless(env: Any) -> None:
+    """
+    LunarLander without its engine flames: when it renders (SB3's ``make_vec_env`` asks for ``rgb_array``), every
+    engine firing adds a Box2D body (a "particle") that collides with the ground only, never with the lander, so
+    the lander's trajectory does not depend on them, while the world steps several times slower with them
+    (benchmarks/results/headless.md). Destroys the particles and stops making new ones.
+
+    :param env: a ``LunarLander`` (``env.unwrapped``)
+    """
+    env.render_mode = None
+    env._clean_particles(True)
+
+
+#: LunarLander: replay, and its rollout copies without flame particles.
+LUNAR_LANDER = replace(REPLAY, headless=lunar_lander_headless)
 
 
 def builtin_table() -> dict[type, Family]:
@@ -49,7 +69,8 @@ def builtin_table() -> dict[type, Family]:
     try:  # Box2D is optional
         from gymnasium.envs import box2d
 
-        for cls in (box2d.LunarLander, box2d.BipedalWalker, box2d.CarRacing):
+        table[box2d.LunarLander] = LUNAR_LANDER
+        for cls in (box2d.BipedalWalker, box2d.CarRacing):
             table[cls] = REPLAY
     except Exception:  # pragma: no cover - box2d not installed
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -266,6 +267,32 @@ def restore_state(env: AnyEnv, snapshot: Snapshot) -> None:
     for space, rng in zip(action_spaces(env), snapshot.action_rngs, strict=False):
         if rng is not None or getattr(space, "_np_random", None) is not None:
             rng_set(space, rng, with_seed=False)
+
+
+def headless_function(env: AnyEnv) -> Callable[[Any], None] | None:
+    """The function that stops the render-only work of envs like ``env`` (``Family.headless``, e.g. LunarLander's
+    flame particles), which changes nothing a step returns.
+
+    :param env: any env, wrapped or not.
+    :return: ``headless(unwrapped)``, or ``None`` when its family has none or no exact snapshot method.
+    """
+    try:
+        return resolve(env.unwrapped).headless
+    except NotCloneableError:
+        return None
+
+
+def make_headless(env: AnyEnv) -> AnyEnv:
+    """Stop the render-only work of ``env`` (:func:`headless_function`). For the copies pseudo rollouts run on
+    (scratch envs, fork rollouts), never for a training env, whose renders it would change.
+
+    :param env: any env, wrapped or not.
+    :return: ``env``, changed in place.
+    """
+    headless = headless_function(env)
+    if headless is not None:
+        headless(env.unwrapped)
+    return env
 
 
 def scratch_copy(env: AnyEnv) -> AnyEnv:

@@ -59,6 +59,9 @@ class Family:
         (:func:`~arsm_rl.cloning.verify_snapshots`).
     :ivar bounded: every episode of these envs ends within a limit of the env itself (MiniGrid's
         ``max_steps``, ALE's frame cap, Blackjack's deck), with or without a ``TimeLimit`` wrapper.
+    :ivar headless: ``headless(unwrapped)`` stops work that only rendering uses and that changes nothing a step
+        returns (tested bit-identical observations, rewards and ends); :func:`~arsm_rl.cloning.make_headless`
+        applies it to the envs pseudo rollouts run on, never to a training env. ``None``: nothing to stop.
     """
 
     name: str
@@ -69,6 +72,7 @@ class Family:
     dynamics: type[Dynamics] | None = None
     verified: bool = False
     bounded: bool = False
+    headless: Callable[[Any], None] | None = None
 
     @property
     def replay(self) -> bool:

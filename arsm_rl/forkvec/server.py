@@ -10,7 +10,8 @@ Three kinds of process serve an env, all running this module's code:
   number of times;
 - a **rollout** is such a fork: it serves one connection, stepping its copy of the env as ``gymnasium`` does (no
   auto-reset), with the statistics wrappers (``Monitor``) spliced out so that pseudo rollouts never touch the
-  training statistics or their files.
+  training statistics or their files. A paused copy makes its env headless first (no render-only work, which changes no
+  step's result: :func:`~arsm_rl.cloning.headless_function`, which the trainer sends).
 
 Lifetimes nest: a paused copy dies with the process that forked it (``PR_SET_PDEATHSIG``), a rollout with its
 paused copy; a worker exits when its trainer connection closes, a rollout when its connection closes. Every
@@ -131,13 +132,22 @@ class EnvServer:
     :param env: its env
     :param vec: step as a ``VecEnv`` worker (auto-reset, ``terminal_observation``)
     :param statistics: depths of the statistics layers to splice out of the env of rollouts forked from here
+    :param headless: ``headless(env.unwrapped)``, run in each paused copy forked from here (``None``: nothing)
     """
 
-    def __init__(self, conn: Connection, env: gym.Env[Any, Any], vec: bool, statistics: list[int]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        env: gym.Env[Any, Any],
+        vec: bool,
+        statistics: list[int],
+        headless: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.conn = conn
         self.env = env
         self.vec = vec
         self.statistics = statistics
+        self.headless = headless
         self.paused: set[int] = set()  # pids of this process's paused copies
         self.dying: set[int] = set()  # freed copies not yet reaped
 
@@ -218,8 +228,13 @@ class EnvServer:
             layer = layer.env
         return types
 
-    def _configure(self, statistics: list[int]) -> None:
-        self.statistics = statistics
+    def _configure(self, data: tuple[list[int], bytes]) -> None:
+        """:param data: the statistics layers' depths, and ``arsm_rl.cloning.headless_function`` pickled"""
+        self.statistics, finder = data
+        try:  # arsm_rl.cloning imports here without torch: its SB3 imports find bare packages (_load)
+            self.headless = pickle.loads(finder)(self.env)
+        except Exception:  # headless only saves time: rollouts without it are the same
+            self.headless = None
 
     def _snapshot(self) -> tuple[str, int]:
         """Fork a paused copy of this process; :return: the address it listens on and its pid"""
@@ -243,6 +258,8 @@ class EnvServer:
         self.conn.close()
         self.paused, self.dying = set(), set()
         _die_with_parent(parent)
+        if self.headless is not None:
+            self.headless(self.env.unwrapped)
         signal.signal(signal.SIGCHLD, _reap_children)
         while True:
             conn, _ = listener.accept()

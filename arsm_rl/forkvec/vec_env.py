@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from arsm_rl.cloning import is_statistics
+from arsm_rl.cloning import headless_function, is_statistics
 from arsm_rl.forkvec.server import call, dumps
 
 __all__ = ["DEFAULT_MAX_SNAPSHOTS", "ForkSnapshot", "ForkStandIn", "ForkVecEnv", "ForkedEnv", "fork_problem"]
@@ -110,6 +110,10 @@ class ForkedEnv:
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """``gymnasium``'s ``reset``, in the copy."""
         return typing.cast(tuple[Any, dict[str, Any]], self._guard(lambda: call(self.conn, "reset", (seed, options))))
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """:return: ``function(env, *args)`` run on the copy's env (a picklable function), as :meth:`ForkVecEnv.call`"""
+        return self._guard(lambda: call(self.conn, "call", (function, args)))
 
     def snapshot(self) -> ForkSnapshot:
         """:return: a paused copy of this copy (freed when this copy's process exits)"""
@@ -269,7 +273,7 @@ class ForkVecEnv(VecEnv):
             super().__init__(len(env_fns), observation_space, action_space)
             self._send(0, "layer_types")
             statistics = [depth for depth, cls in enumerate(self._receive(0)) if is_statistics(cls)]
-            self._broadcast("configure", statistics)
+            self._broadcast("configure", (statistics, dumps(headless_function)))
         except BaseException:
             self.close()
             raise

@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from arsm_rl.cloning import Snapshot, env_masks, family, has_masks, is_transparent, restore_state, time_limit
+from arsm_rl.cloning import Snapshot, env_masks, family, has_masks, is_transparent, make_headless, restore_state, time_limit
 from arsm_rl.forkvec.vec_env import ForkedEnv, ForkSnapshot, ForkStandIn
 from arsm_rl.rollouts.obs import Obs, stack_obs
 
@@ -31,7 +31,8 @@ __all__ = ["STEPPERS", "BatchStepper", "EnvStepper", "ForkStepper", "ScratchPool
 
 class ScratchPool:
     """
-    A growing pool of scratch envs, reused across updates.
+    A growing pool of scratch envs, reused across updates; each is made headless
+    (:func:`~arsm_rl.cloning.make_headless`: no render-only work, which changes no step's result).
 
     :param make: factory for one more scratch env
     """
@@ -43,7 +44,7 @@ class ScratchPool:
     def take(self, n: int) -> list[gym.Env]:
         """:return: ``n`` scratch envs (restore a snapshot into each before stepping it)"""
         while len(self._envs) < n:
-            self._envs.append(self._make())
+            self._envs.append(make_headless(self._make()))
         return self._envs[:n]
 
     def close(self) -> None:
