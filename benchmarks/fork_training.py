@@ -34,6 +34,14 @@ def build(env_id: str, seed: int, vec_env: str, budget_sampling: str) -> Any:
     return ALGOS["arsm"](env=venv, seed=seed, **build_kwargs(hyperparams), budget_sampling=budget_sampling)
 
 
+def out_option(out: Path) -> str:
+    """`` --out PATH`` (relative to the repository) as the recorded command needs it, or nothing for the default."""
+    if out.resolve() == (RESULTS / "fork_training.md").resolve():
+        return ""
+    root = RESULTS.parents[1]
+    return f" --out {out.resolve().relative_to(root) if out.resolve().is_relative_to(root) else out}"
+
+
 def parameters(model: Any) -> th.Tensor:
     return th.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
 
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         f"budget_sampling {args.budget_sampling!r}",
         "",
         f"`python benchmarks/fork_training.py --steps {args.steps} --chunk {args.chunk} --seed {args.seed} "
-        f"--budget-sampling {args.budget_sampling}`; both runs in one "
+        f"--budget-sampling {args.budget_sampling}{out_option(args.out)}`; both runs in one "
         "invocation, alternating chunks. Seconds of `learn()` per chunk (real steps, pseudo rollouts and updates); "
         "pseudo steps include the replayed ones.",
         "",

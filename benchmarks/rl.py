@@ -5,7 +5,9 @@ Every algorithm is built from its preset in ``agents/`` exactly as ``train.py`` 
 the training VecNormalize statistics, when the preset normalises); a run stops at the first evaluation
 whose mean reaches the threshold, or at the preset's ``n_timesteps`` (or ``--max-steps``). "Simulator
 steps" are real steps plus ARSM's pseudo and tail rollout steps (``time/total_env_steps``). Wall time
-excludes the evaluations. ``arsm-paper`` is ARSM with the authors' configuration (``--preset paper``).
+excludes the evaluations, whose env is headless (``arsm_rl.cloning.make_headless``: LunarLander without its
+render-only flame particles, the same returns sooner). ``arsm-paper`` is ARSM with the authors' configuration
+(``--preset paper``).
 
     python benchmarks/rl.py --env CartPole-v1 --algos arsm,ppo --seeds 0-4
 
@@ -34,6 +36,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+from arsm_rl.cloning import make_headless
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
@@ -194,6 +198,8 @@ def build(
     cloneable = name in ARSM_FAMILY
     venv = make_env(env_id, settings, int(settings.get("n_envs", 1)), seed, cloneable=cloneable, vec_env=vec_env)
     eval_env = make_env(env_id, settings, 1, 10_000 + seed, cloneable=False)
+    for env in eval_env.unwrapped.envs:  # no render-only work (LunarLander's particles): the same returns, sooner
+        make_headless(env)
     normalize = normalize_kwargs(settings.get("normalize"), kwargs.get("gamma"))
     if normalize is not None:
         venv = VecNormalize(venv, **normalize)

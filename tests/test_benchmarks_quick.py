@@ -193,6 +193,7 @@ INCLUDED = {
         "results/clone_cost.md": "| 500 | 8,372 | 4,272 |",
         "results/fork_training.md": "| 20,000 | 214.9 | 200.0 |",
         "results/fork_training_step.md": "| 40,000 | 1419.2 | 678.9 |",
+        "results/headless.md": "| 12,000 | 214.3 | 23.4 | 0.11 |",
         "results/rl_CartPole-v1.md": "| arsm | 5/5 |",
         "results/rl_Acrobot-v1.md": "| arsm | 5/5 |",
         "results/rl_LunarLander-v3.md": "| arsm | 3/3 |",
@@ -402,6 +403,20 @@ def test_fork_training_quick(tmp_path: Path) -> None:
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 2") or line.startswith("| 5")]
     assert [row[0].strip() for row in rows] == ["256", "512"]
     assert all(row[5].strip().endswith("(0)") and not row[4].strip().endswith("(0)") for row in rows)  # fork replays none
+
+
+def test_headless_quick(tmp_path: Path) -> None:
+    """headless.py: the rendering and headless LunarLander steps agree, and ARSM trains the same with and without
+    particles in its rollouts."""
+    out = tmp_path / "headless.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "headless.py"), "--quick", "--out", str(out)]
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, timeout=300)
+    text = out.read_text()
+    assert "Parameters after training bit-identical: yes." in text
+    (steps,) = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 2 |")]
+    assert steps[-1].strip() == "yes" and int(steps[1].replace(",", "")) > 100
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith(("| 256 |", "| 512 |"))]
+    assert len(rows) == 2 and all(int(row[4].replace(",", "")) > 0 for row in rows)
 
 
 def test_toy_quick(tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""Headless pseudo rollouts: what LunarLander's render-only flame particles cost, in steps and in ARSM training.
+
+SB3's ``make_vec_env`` builds envs with ``render_mode="rgb_array"``, and a rendering LunarLander adds a Box2D body (a
+"particle") at every engine firing. Particles collide with the ground only, never with the lander, so pseudo
+rollouts skip them (``arsm_rl.cloning.make_headless``). Two measurements, each in one invocation:
+
+- **steps**: the same episodes (a heuristic pilot with random actions mixed in) stepped in lockstep on a rendering
+  env and on one made headless after ``--switch`` steps; checked bit-identical, and timed;
+- **training**: the ARSM LunarLander preset (``agents/arsm.yml``) on ``DummyVecEnv`` twice, in alternating chunks
+  of real steps: on ``LunarLander-v3`` (headless rollouts) and on ``RenderedLunarLander-v3``, a subclass registered
+  with ``register_cloneable(replay=True)`` whose family has no headless function (its rollouts simulate the
+  particles, as before headless rollouts). Both must end bit-identical.
+
+    python benchmarks/headless.py                                  # writes results/headless.md
+    python benchmarks/headless.py --quick --out /tmp/headless.md   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium.envs.box2d.lunar_lander import LunarLander, heuristic
+
+from arsm_rl.cloning import make_headless, register_cloneable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
+
+from agents import ALGOS, load_preset
+from train import build_kwargs, make_env, split_preset
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RENDERED_ID = "RenderedLunarLander-v3"
+
+
+class RenderedLunarLander(LunarLander):
+    """LunarLander under a class of its own: replayed like LunarLander, but with no headless function."""
+
+
+def register_rendered() -> None:
+    """Register :data:`RENDERED_ID` (LunarLander-v3's time limit) and its snapshot family (replay, not headless)."""
+    if RENDERED_ID not in gym.registry:
+        gym.register(RENDERED_ID, entry_point=RenderedLunarLander, max_episode_steps=1000)
+    register_cloneable(RenderedLunarLander, replay=True)
+
+
+def steps_table(episodes: int, switch: int) -> list[str]:
+    """Time the same episodes on a rendering env and on its twin made headless after ``switch`` steps."""
+    seconds, counts, identical = [0.0, 0.0], 0, True
+    for seed in range(episodes):
+        envs = [gym.make("LunarLander-v3", render_mode="rgb_array") for _ in range(2)]
+        obs = [env.reset(seed=seed)[0] for env in envs]
+        rng = np.random.default_rng(seed)
+        for t in range(1000):
+            if t == switch:
+                make_headless(envs[1])
+            action = heuristic(envs[0].unwrapped, obs[0]) if rng.random() < 0.85 else int(rng.integers(4))
+            results = []
+            for k, env in enumerate(envs):
+                start = time.perf_counter()
+                results.append(env.step(action))
+                seconds[k] += time.perf_counter() - start
+            obs = [result[0] for result in results]
+            counts += 1
+            identical &= bool(np.array_equal(obs[0], obs[1]) and results[0][1:4] == results[1][1:4])
+            if results[0][2] or results[0][3]:
+                break
+    per_step = [1e6 * s / counts for s in seconds]
+    return [
+        f"| {episodes} | {counts:,} | {per_step[0]:.1f} | {per_step[1]:.1f} | {per_step[1] / per_step[0]:.2f} | "
+        f"{'yes' if identical else 'NO'} |"
+    ]
+
+
+def build(env_id: str, seed: int) -> Any:
+    """The LunarLander-v3 ARSM preset's model on ``env_id`` (``DummyVecEnv``, snapshots restored by replay)."""
+    settings, hyperparams = split_preset("arsm", load_preset("arsm", "LunarLander-v3")[1])
+    venv = make_env(env_id, settings, int(settings.get("n_envs", 1)), seed, cloneable=True)
+    return ALGOS["arsm"](env=venv, seed=seed, **build_kwargs(hyperparams))
+
+
+def parameters(model: Any) -> th.Tensor:
+    return th.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12_000, help="real steps of each training run")
+    parser.add_argument("--chunk", type=int, default=4_000, help="real steps per timed chunk")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes of the step timing")
+    parser.add_argument("--switch", type=int, default=40, help="step at which the twin is made headless")
+    parser.add_argument("--quick", action="store_true", help="2 episodes; 512 real steps in 256-step chunks")
+    parser.add_argument("--out", type=Path, default=RESULTS / "headless.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.chunk, args.episodes = 512, 256, 2
+    th.set_num_threads(1)
+    register_rendered()
+    steps = steps_table(args.episodes, args.switch)
+    print("\n".join(steps), flush=True)
+    models = {"rendered": build(RENDERED_ID, args.seed), "headless": build("LunarLander-v3", args.seed)}
+    rows, totals, done = [], dict.fromkeys(models, 0.0), 0
+    while done < args.steps:
+        done = min(args.steps, done + args.chunk)
+        row: dict[str, Any] = {"steps": done}
+        for name, model in models.items():
+            pseudo = model.num_pseudo_steps
+            start = time.perf_counter()
+            model.learn(done, reset_num_timesteps=False)
+            row[name] = time.perf_counter() - start
+            row[f"{name}_pseudo"] = model.num_pseudo_steps - pseudo
+            totals[name] += row[name]
+        rows.append(row)
+        print(row, flush=True)
+    identical = th.equal(parameters(models["rendered"]), parameters(models["headless"]))
+    command = shlex.join(["python", "benchmarks/headless.py", *(sys.argv[1:] if argv is None else argv)])
+    lines = [
+        "# Headless pseudo rollouts: LunarLander-v3 with and without its render-only flame particles",
+        "",
+        f"`{command}` (steps {args.steps:,}, chunks {args.chunk:,}, seed {args.seed}); both parts in one invocation.",
+        "",
+        f"Steps: the same episodes (a heuristic pilot, random actions 15% of the time; seeds 0-{args.episodes - 1}) "
+        f"on a rendering env and on a twin made headless at step {args.switch}, stepped alternately.",
+        "",
+        "| episodes | steps | rendering µs per step | headless µs per step | headless / rendering | bit-identical |",
+        "|---|---|---|---|---|---|",
+        *steps,
+        "",
+        f"Training: the ARSM preset, seed {args.seed}, `DummyVecEnv` (replay), alternating chunks; seconds of "
+        "`learn()` per chunk. Rollouts with particles run on `RenderedLunarLander-v3` (a LunarLander subclass with no "
+        "headless function).",
+        "",
+        "| real steps | particles s | headless s | headless / particles | pseudo steps (each) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['steps']:,} | {row['rendered']:.1f} | {row['headless']:.1f} | {row['headless'] / row['rendered']:.2f} | "
+            f"{row['headless_pseudo']:,} |"
+        )
+    lines += [
+        f"| **total** | **{totals['rendered']:.1f}** | **{totals['headless']:.1f}** | "
+        f"**{totals['headless'] / totals['rendered']:.2f}** | |",
+        "",
+        f"Parameters after training bit-identical: {'yes' if identical else 'NO'}.",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    for model in models.values():
+        model.env.close()
+    if not identical:
+        raise SystemExit("training with and without particles differs")
+
+
+if __name__ == "__main__":
+    main()
