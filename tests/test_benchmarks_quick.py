@@ -192,7 +192,7 @@ INCLUDED = {
         "results/toy.md": "| ARSM | 0.5327 |",
         "results/clone_cost.md": "| 500 | 8,372 | 4,272 |",
         "results/fork_training.md": "| 20,000 | 214.9 | 200.0 |",
-        "results/fork_training_step.md": "| 40,000 | 1419.2 | 678.9 |",
+        "results/fork_training_step.md": "| 40,000 | 131.1 | 275.5 |",
         "results/headless.md": "| 12,000 | 214.3 | 23.4 | 0.11 |",
         "results/rl_CartPole-v1.md": "| arsm | 5/5 |",
         "results/rl_Acrobot-v1.md": "| arsm | 5/5 |",
