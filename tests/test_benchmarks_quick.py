@@ -208,7 +208,6 @@ INCLUDED = {
         "results/ablations/rl_LunarLander-v3.md": "| arsm pseudo_horizon=300 | 0/3 |",
         "results/ablations/rl_Acrobot-v1.md": "| arsm-paper share_noise=True | 0/5 |",
         "results/side_by_side/LunarLander-v3.md": "| 200 | 75,000 real",
-        "results/peers/rl_LunarLander-v3.md": "| rloo | 1/1 | 65,000",
     },
     "docs/arsm.md": {"../benchmarks/results/rl_CartPole-v1.md": "| arsm | 5/5 |"},
 }
