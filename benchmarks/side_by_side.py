@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rl import TYPES
+from rl import TYPES, results_stem
 
 
 def first_at(points: list[dict[str, Any]], level: float) -> dict[str, Any] | None:
@@ -28,7 +28,7 @@ def first_at(points: list[dict[str, Any]], level: float) -> dict[str, Any] | Non
 
 
 def curve(env_id: str, algo: str, seed: int, folder: Path) -> list[dict[str, Any]]:
-    path = folder / f"rl_{env_id.replace('/', '-')}_curves.csv"
+    path = Path(f"{results_stem(folder, env_id)}_curves.csv")
     if not path.is_file():
         raise SystemExit(f"side_by_side.py: error: no {path}; run benchmarks/rl.py --out {folder} first")
     with open(path, newline="") as file:

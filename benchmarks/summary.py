@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rl import THRESHOLDS, TYPES
+from rl import THRESHOLDS, TYPES, results_stem
 
 HERE = Path(__file__).resolve().parent
 ENVS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3")
@@ -45,8 +45,9 @@ class Env:
 
     def __init__(self, env_id: str, results: Path) -> None:
         self.id, self.threshold = env_id, THRESHOLDS[env_id]
-        self.runs = load(results / f"rl_{env_id}.csv")
-        self.curves = load(results / f"rl_{env_id}_curves.csv")
+        stem = results_stem(results, env_id)
+        self.runs = load(Path(f"{stem}.csv"))
+        self.curves = load(Path(f"{stem}_curves.csv"))
         arsm = self.of("arsm")
         self.by_steps = 2 * sum(r["solved"] for r in arsm) > len(arsm)
         self.arsm_real = self.median(arsm, "real_steps")

@@ -208,6 +208,8 @@ INCLUDED = {
         "results/ablations/rl_LunarLander-v3.md": "| arsm pseudo_horizon=300 | 0/3 |",
         "results/ablations/rl_Acrobot-v1.md": "| arsm-paper share_noise=True | 0/5 |",
         "results/side_by_side/LunarLander-v3.md": "| 200 | 75,000 real",
+        "results/side_by_side/LunarLander-v3_seed1.md": "| 200 | 125,000 real, 7,548,225 sim, 404.1 s |",
+        "results/side_by_side/LunarLander-v3_seed2.md": "| 200 | 105,000 real, 5,861,995 sim, 365.0 s |",
     },
     "docs/arsm.md": {"../benchmarks/results/rl_CartPole-v1.md": "| arsm | 5/5 |"},
 }
