@@ -22,19 +22,18 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
-from gymnasium.envs.box2d.lunar_lander import LunarLander, heuristic
+from paired import check_chunks, finish, preset_model, timing_rows, train_in_chunks
 
 from arsm_rl.cloning import make_headless, register_cloneable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
-
-from agents import ALGOS, load_preset
-from train import build_kwargs, make_env, split_preset
+try:
+    from gymnasium.envs.box2d.lunar_lander import LunarLander, heuristic
+except ImportError:  # gymnasium's DependencyNotInstalled is an ImportError
+    raise SystemExit("headless.py needs Box2D: pip install -e '.[box2d]'") from None
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RENDERED_ID = "RenderedLunarLander-v3"
@@ -79,17 +78,6 @@ def steps_table(episodes: int, switch: int) -> list[str]:
     ]
 
 
-def build(env_id: str, seed: int) -> Any:
-    """The LunarLander-v3 ARSM preset's model on ``env_id`` (``DummyVecEnv``, snapshots restored by replay)."""
-    settings, hyperparams = split_preset("arsm", load_preset("arsm", "LunarLander-v3")[1])
-    venv = make_env(env_id, settings, int(settings.get("n_envs", 1)), seed, cloneable=True)
-    return ALGOS["arsm"](env=venv, seed=seed, **build_kwargs(hyperparams))
-
-
-def parameters(model: Any) -> th.Tensor:
-    return th.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12_000, help="real steps of each training run")
@@ -102,25 +90,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.chunk, args.episodes = 512, 256, 2
+    check_chunks(parser, args.steps, args.chunk)
+    if args.episodes < 1 or args.switch < 0:
+        parser.error(f"--episodes must be >= 1 and --switch >= 0, got {args.episodes} and {args.switch}")
     th.set_num_threads(1)
     register_rendered()
     steps = steps_table(args.episodes, args.switch)
     print("\n".join(steps), flush=True)
-    models = {"rendered": build(RENDERED_ID, args.seed), "headless": build("LunarLander-v3", args.seed)}
-    rows, totals, done = [], dict.fromkeys(models, 0.0), 0
-    while done < args.steps:
-        done = min(args.steps, done + args.chunk)
-        row: dict[str, Any] = {"steps": done}
-        for name, model in models.items():
-            pseudo = model.num_pseudo_steps
-            start = time.perf_counter()
-            model.learn(done, reset_num_timesteps=False)
-            row[name] = time.perf_counter() - start
-            row[f"{name}_pseudo"] = model.num_pseudo_steps - pseudo
-            totals[name] += row[name]
-        rows.append(row)
-        print(row, flush=True)
-    identical = th.equal(parameters(models["rendered"]), parameters(models["headless"]))
+    models = {
+        name: preset_model("LunarLander-v3", env_id, args.seed)
+        for name, env_id in (("rendered", RENDERED_ID), ("headless", "LunarLander-v3"))
+    }
+    rows, totals = train_in_chunks(models, args.steps, args.chunk)
     command = shlex.join(["python", "benchmarks/headless.py", *(sys.argv[1:] if argv is None else argv)])
     lines = [
         "# Headless pseudo rollouts: LunarLander-v3 with and without its render-only flame particles",
@@ -141,24 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         "| real steps | particles s | headless s | headless / particles | pseudo steps (each) |",
         "|---|---|---|---|---|",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['steps']:,} | {row['rendered']:.1f} | {row['headless']:.1f} | {row['headless'] / row['rendered']:.2f} | "
-            f"{row['headless_pseudo']:,} |"
-        )
-    lines += [
-        f"| **total** | **{totals['rendered']:.1f}** | **{totals['headless']:.1f}** | "
-        f"**{totals['headless'] / totals['rendered']:.2f}** | |",
-        "",
-        f"Parameters after training bit-identical: {'yes' if identical else 'NO'}.",
-    ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    for model in models.values():
-        model.env.close()
-    if not identical:
-        raise SystemExit("training with and without particles differs")
+    lines += timing_rows(rows, totals, "rendered", "headless", lambda row: [f"{row['headless_pseudo']:,}"])
+    finish(models, lines, args.out, "training with and without particles differs")
 
 
 if __name__ == "__main__":

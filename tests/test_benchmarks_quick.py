@@ -420,6 +420,17 @@ def test_headless_quick(tmp_path: Path) -> None:
     assert len(rows) == 2 and all(int(row[4].replace(",", "")) > 0 for row in rows)
 
 
+@pytest.mark.parametrize(("script", "option"), [("headless.py", "--chunk=0"), ("fork_training.py", "--steps=-1")])
+def test_paired_benchmarks_refuse_empty_runs_in_one_line(script: str, option: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), option], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"{script}: error: --steps and --chunk must be >= 1 real steps, got " + (
+        "12000 and 0" if script == "headless.py" else "-1 and 5000"
+    )
+
+
 def test_toy_quick(tmp_path: Path) -> None:
     """toy.py on the paper's C = 30 toy: the exact gradient has no variance, ARSM's is orders of magnitude below
     REINFORCE's, itself below AR's (the paper's figure), and RLOO gets ARSM's number of evaluations."""
