@@ -8,11 +8,11 @@ paused fork copy holds.  Every number is the median of several repeats.
 
 Run from the repository root::
 
-    python benchmarks/clone_cost.py                         # writes benchmarks/results/clone_cost.md
-    python benchmarks/clone_cost.py --quick --out /tmp/cc   # seconds: CartPole, FrozenLake, LunarLander, one repeat
+    python benchmarks/clone_cost.py           # writes benchmarks/results/clone_cost.md
+    python benchmarks/clone_cost.py --quick   # seconds: CartPole, FrozenLake, LunarLander, one repeat
 
-``--quick`` is a smoke run of the same code path (used by ``tests/test_clone_cost_quick.py``); write it
-elsewhere with ``--out`` so that it does not replace the committed results.
+``--quick`` is a smoke run of the same code path (used by ``tests/test_clone_cost_quick.py``); without ``--out``
+it writes into a fresh temporary folder (printed), never into ``benchmarks/results``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from outputs import add_output, resolve_outputs
 
 from arsm_rl.cloning import clone_state, family_of, make_cloneable, register_optional_envs, restore_state, scratch_copy
 from arsm_rl.forkvec.vec_env import ForkVecEnv
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: Cases measured by ``--quick``: one per always-available family.
 QUICK_CASES = ("CartPole-v1", "FrozenLake-v1 slippery", "LunarLander-v3 wind (replay)")
 
@@ -318,8 +318,9 @@ def main() -> None:
         help=f"smoke run: only {', '.join(QUICK_CASES)}, replay prefixes 0/10, fork prefix 10; unless given, 1 repeat "
         "of 0.01 s",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for clone_cost.md (default benchmarks/results)")
+    add_output(parser, "--out", "", "folder for clone_cost.md")
     args = parser.parse_args()
+    resolve_outputs(parser, args)
     args.repeats = args.repeats or (1 if args.quick else 5)
     args.min_time = args.min_time or (0.01 if args.quick else 0.15)
     start = time.perf_counter()

@@ -5,8 +5,8 @@ Two models of the ARSM preset (``agents/arsm.yml``, built as ``train.py`` builds
 process copies, restored by forking them). They train in alternating chunks of ``--chunk`` real steps in one
 invocation, so both see the same machine load, and must end bit-identical (checked; the fork run replays nothing).
 
-    python benchmarks/fork_training.py                                     # 20k real steps in 5k chunks
-    python benchmarks/fork_training.py --quick --out /tmp/fork_training.md  # a smoke run
+    python benchmarks/fork_training.py           # 20k real steps in 5k chunks, into results/fork_training.md
+    python benchmarks/fork_training.py --quick   # a smoke run, into a fresh temporary folder (never into results/)
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import argparse
 from pathlib import Path
 
 import torch as th
+from outputs import RESULTS, add_output, resolve_outputs
 from paired import check_chunks, finish, preset_model, timing_rows, train_in_chunks
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def out_option(out: Path) -> str:
@@ -39,8 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         help="ARSM's budget_sampling for both runs (step: fork snapshots only the steps the budget keeps)",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="512 real steps in 256-step chunks (one update each)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "fork_training.md")
+    add_output(parser, "--out", "fork_training.md", "file to write")
     args = parser.parse_args(argv)
+    resolve_outputs(parser, args)
     if args.quick:
         args.steps, args.chunk = 512, 256
     check_chunks(parser, args.steps, args.chunk)

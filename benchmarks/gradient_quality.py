@@ -46,8 +46,8 @@ The per-update gradient is read from the parameters' ``.grad`` after one ``train
 clipping (the loss gradient; the first draw checks that the SGD step with learning rate 1 moved the
 parameters by exactly minus it).
 
-    python benchmarks/gradient_quality.py                # about 15 min of one core
-    python benchmarks/gradient_quality.py --quick --out /tmp/gq   # about 20 s, for tests
+    python benchmarks/gradient_quality.py           # about 15 min of one core
+    python benchmarks/gradient_quality.py --quick   # about 20 s, for tests; into a fresh temporary folder
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ import gymnasium as gym
 import numpy as np
 import stable_baselines3
 import torch as th
+from outputs import add_output, resolve_outputs
 from stable_baselines3.common.env_util import make_vec_env
 
 from arsm_rl import ARSM
@@ -587,8 +588,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--arsm-repeats", type=int, default=None)
     parser.add_argument("--ref-repeats", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_output(parser, "--out", "", "folder of the results")
     args = parser.parse_args()
+    resolve_outputs(parser, args)
     th.set_num_threads(1)
     cfg = QUICK if args.quick else Config()
     if args.snapshots:

@@ -11,8 +11,8 @@ rollouts skip them (``arsm_rl.cloning.make_headless``). Two measurements, each i
   with ``register_cloneable(replay=True)`` whose family has no headless function (its rollouts simulate the
   particles, as before headless rollouts). Both must end bit-identical.
 
-    python benchmarks/headless.py                                  # writes results/headless.md
-    python benchmarks/headless.py --quick --out /tmp/headless.md   # a smoke run
+    python benchmarks/headless.py           # writes results/headless.md
+    python benchmarks/headless.py --quick   # a smoke run, into a fresh temporary folder (never into results/)
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch as th
+from outputs import add_output, resolve_outputs
 from paired import check_chunks, finish, preset_model, timing_rows, train_in_chunks
 
 from arsm_rl.cloning import make_headless, register_cloneable
@@ -35,7 +35,6 @@ try:
 except ImportError:  # gymnasium's DependencyNotInstalled is an ImportError
     raise SystemExit("headless.py needs Box2D: pip install -e '.[box2d]'") from None
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RENDERED_ID = "RenderedLunarLander-v3"
 
 
@@ -86,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=20, help="episodes of the step timing")
     parser.add_argument("--switch", type=int, default=40, help="step at which the twin is made headless")
     parser.add_argument("--quick", action="store_true", help="2 episodes; 512 real steps in 256-step chunks")
-    parser.add_argument("--out", type=Path, default=RESULTS / "headless.md")
+    add_output(parser, "--out", "headless.md", "file to write")
     args = parser.parse_args(argv)
+    resolve_outputs(parser, args)
     if args.quick:
         args.steps, args.chunk, args.episodes = 512, 256, 2
     check_chunks(parser, args.steps, args.chunk)

@@ -1,7 +1,7 @@
 """Where in the number of actions C the self-critic estimators win: variance per simulator step and learning at a
 matched simulator budget, on a controlled MDP with a known exact gradient; and which form of the masked race to use.
 
-Three tables (``--out`` folder, default ``benchmarks/results``):
+Three tables (``--out`` folder, default ``benchmarks/results``; a fresh temporary folder with ``--quick``):
 
 ``mask_form.md``: ARSM on one categorical with C = 6 and 2 masked categories, the race run over all C coordinates
 with the masked logits at ``-inf`` (the "full-C" form that ``arsm_rl`` uses) against the race over the 4 valid
@@ -24,8 +24,8 @@ median over seeds. PPO (SB3 defaults, 4 envs, the same MLP-free linear policy is
 64-64 MLP) gets the same budget as real steps, the non-self-critic anchor. Masked rows (``n_masked`` = C / 2 per
 state) add sb3-contrib's MaskablePPO.
 
-    python benchmarks/many_actions.py                           # about 20 minutes of one core
-    python benchmarks/many_actions.py --quick --out /tmp/many   # a smoke run
+    python benchmarks/many_actions.py           # about 20 minutes of one core
+    python benchmarks/many_actions.py --quick   # a smoke run, into a fresh temporary folder
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from outputs import add_output, resolve_outputs
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
@@ -138,9 +139,10 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=40, help="update gradients per variance cell")
     parser.add_argument("--budget", type=int, default=50_000, help="simulator steps per learning run")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_output(parser, "--out", "", "folder of the tables")
     parser.add_argument("--quick", action="store_true", help="smoke run: C = 2 and 4, few updates, small budget")
     args = parser.parse_args()
+    resolve_outputs(parser, args)
     th.set_num_threads(1)
     mask_problems, mask_draws = 20, 100_000
     if args.quick:

@@ -5,10 +5,10 @@ the constructor defaults), trains on an env for a few seeds; after every update 
 ``rollout/pseudo_actions_per_step``, ``rollout/pseudo_step_share``, ``rollout/pseudo_steps`` and
 ``rollout/restore_steps`` (the part of the pseudo steps spent replaying Box2D snapshots) are read back from
 the CSV logger, together with the training episodes' mean return. Writes
-``benchmarks/results/pseudo_stats_<env>.csv`` and ``.png``.
+``benchmarks/results/pseudo_stats_<env>.csv`` and ``.png`` (with ``--quick``, a fresh temporary folder).
 
     python benchmarks/pseudo_stats.py --env CartPole-v1 --seeds 0-2 --steps 10000
-    python benchmarks/pseudo_stats.py --quick --out /tmp/stats   # a smoke run
+    python benchmarks/pseudo_stats.py --quick   # a smoke run
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch as th
+from outputs import add_output, resolve_outputs
 from rl import build, check_inputs, parse_seeds
 from stable_baselines3.common.logger import configure
 
@@ -54,12 +55,13 @@ def main() -> None:
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--seeds", default="0-2")
     parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    add_output(parser, "--out", "", "folder of the results")
     parser.add_argument("--quick", action="store_true", help="smoke run: seed 0, 512 real steps")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps = "0", 512
     check_inputs(parser, ["arsm"], args.env)
+    resolve_outputs(parser, args)
     th.set_num_threads(1)
     frame = pd.concat([trace(args.env, seed, args.steps) for seed in parse_seeds(args.seeds)], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,10 @@ Results are saved after every run and merge across invocations: a run replaces t
 (algo, seed) and keeps the rest, and every row records the command that produced it, so one env's table can
 be built up algorithm by algorithm (and an interrupted invocation keeps the runs it finished); invocations may
 run in parallel. ``python benchmarks/sync_readme.py`` then copies the tables into ``benchmarks/README.md``.
-``--quick`` is a one-minute smoke run of the same code path (used by ``tests/test_benchmarks_quick.py``).
+``--algos`` defaults to every algorithm that applies to the env (``maskable_ppo`` needs action masks, ``arsm-paper``
+a paper preset, the ARSM family a cloneable env with discrete actions); the ones left out are printed. ``--quick``
+is a smoke run of the same code path (used by ``tests/test_benchmarks_quick.py``); without ``--out`` it writes into
+a fresh temporary folder, never into ``benchmarks/results``.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from outputs import add_output, resolve_outputs
+from sb3_contrib import MaskablePPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
-from arsm_rl.cloning import make_headless
+from arsm_rl.cloning import has_masks, make_headless
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
@@ -172,19 +177,49 @@ def label(algo: str, overrides: dict[str, Any]) -> str:
     return " ".join([algo, *(f"{key}={value}" for key, value in overrides.items())])
 
 
+def problem(algo: str, env_id: str, overrides: dict[str, Any] | None = None) -> str | None:
+    """Why ``algo`` cannot run on ``env_id``, in one line that says what to do, or ``None``: no preset for the env,
+    an env that ``train.py`` would refuse (unknown id, unsupported action space, not cloneable), or a MaskablePPO
+    on an env without action masks."""
+    try:
+        name, raw = preset(algo, env_id, overrides)
+        settings = split_preset(name, raw)[0]
+        probe_preset_env(env_id, name, settings)
+    except KeyError as error:
+        return str(error).strip("'\"") + "; add one to agents/ or drop the algo"
+    except UsageError as error:
+        return str(error)
+    if issubclass(ALGOS[name], MaskablePPO):
+        env = make_env(env_id, settings, 1, 0, cloneable=False)
+        masked = has_masks(env)
+        env.close()
+        if not masked:
+            return (f"{algo} needs an env with action masks (action_masks()) and {env_id} has none; drop it from "
+                    "--algos (by default it runs only on envs with masks), or use ppo")  # fmt: skip
+    return None
+
+
 def check_inputs(
     parser: argparse.ArgumentParser, algos: list[str], env_id: str, overrides: dict[str, Any] | None = None
 ) -> None:
-    """Exit with a one-line usage error, before any run, on an algorithm without a preset for ``env_id`` or an
-    env that ``train.py`` would refuse (unknown id, unsupported action space, not cloneable)."""
+    """Exit with a one-line usage error, before any run, on an algorithm that cannot run on ``env_id`` (:func:`problem`)."""
     for algo in algos:
-        try:
-            name, raw = preset(algo, env_id, overrides)
-            probe_preset_env(env_id, name, split_preset(name, raw)[0])
-        except KeyError as error:
-            parser.error(str(error).strip("'\"") + "; add one to agents/ or drop the algo")
-        except UsageError as error:
-            parser.error(str(error))
+        reason = problem(algo, env_id, overrides)
+        if reason is not None:
+            parser.error(reason)
+
+
+def default_algos(parser: argparse.ArgumentParser, env_id: str, overrides: dict[str, Any] | None = None) -> list[str]:
+    """Every algorithm of :data:`ALGO_ORDER` that can run on ``env_id``; the others are printed, and none is a usage
+    error (the first algorithm's reason: an unknown env id, say)."""
+    reasons = {algo: problem(algo, env_id, overrides) for algo in ALGO_ORDER}
+    algos = [algo for algo, reason in reasons.items() if reason is None]
+    if not algos:
+        parser.error(str(reasons[ALGO_ORDER[0]]))
+    for algo, reason in reasons.items():
+        if reason is not None:
+            print(f"left out {algo}: {reason.split(';')[0]}", flush=True)
+    return algos
 
 
 def build(
@@ -341,15 +376,21 @@ def parse_seeds(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--algos", default=",".join(ALGO_ORDER))
+    parser.add_argument(
+        "--algos", default=None,
+        help=f"comma-separated, from {','.join(ALGO_ORDER)} (default: every one that applies to --env; maskable_ppo only "
+        "on envs with action masks)",
+    )  # fmt: skip
     parser.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,2 (default 0-4; 0 with --quick)")
     parser.add_argument("--threshold", type=float, default=None, help="default: 475 CartPole, -100 Acrobot, 200 LunarLander")
     parser.add_argument("--max-steps", type=int, default=None, help="real-step budget (default: the preset's n_timesteps)")
     parser.add_argument("--eval-freq", type=int, default=None, help="real steps between evaluations (default 2000)")
     parser.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default 10)")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: seed 0; unless given, 2k steps, evaluations of 2 episodes every 1k"
-    )
+        "--quick", action="store_true",
+        help="smoke run: seed 0; unless given, 2k steps, evaluations of 2 episodes every 1k; without --out, into a fresh "
+        "temporary folder",
+    )  # fmt: skip
     parser.add_argument(
         "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE",
         help="override preset values of every algo, as train.py -params (rows are named after them: ablations)",
@@ -358,26 +399,32 @@ def main(argv: list[str] | None = None) -> None:
         "--vec-env", choices=sorted(VEC_ENVS), default="dummy",
         help="the training envs' VecEnv, as train.py --vec-env (fork: ForkVecEnv snapshots for Box2D)",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    add_output(parser, "--out", "", "folder of the results")
     parser.add_argument(
         "--plot-only", action="store_true", help="only redraw rl_<env>.png in --out from its stored curves; run nothing"
     )
     args = parser.parse_args(argv)
     if args.plot_only:
+        resolve_outputs(parser, args)
         stem = results_stem(args.out, args.env)
         curves = merge(Path(f"{stem}_curves.csv"), [])
         if not curves:
             parser.error(f"no curves in {stem}_curves.csv to plot; run the benchmark first")
         plot(curves, stem.with_suffix(".png"), PLOT_TITLE.format(env=args.env))
         return
-    unknown = [a for a in args.algos.split(",") if a not in ALGO_ORDER]
+    algos = None if args.algos is None else args.algos.split(",")
+    unknown = [a for a in algos or [] if a not in ALGO_ORDER]
     if unknown:
         parser.error(f"unknown algos {', '.join(unknown)}; choose from {', '.join(ALGO_ORDER)}")
     try:
         args.overrides = parse_overrides(args.hyperparams, "--hyperparams")
     except UsageError as error:
         parser.error(str(error))
-    check_inputs(parser, args.algos.split(","), args.env, args.overrides)
+    if algos is None:
+        algos = default_algos(parser, args.env, args.overrides)
+    else:
+        check_inputs(parser, algos, args.env, args.overrides)
+    resolve_outputs(parser, args)
     args.command = shlex.join(["python", "benchmarks/rl.py", *(sys.argv[1:] if argv is None else argv)])
     if args.threshold is None:
         args.threshold = THRESHOLDS.get(args.env, np.inf)
@@ -388,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     args.eval_episodes = args.eval_episodes or (2 if quick else 10)
     th.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    for algo in args.algos.split(","):
+    for algo in algos:
         for seed in parse_seeds(args.seeds):
             row, curve = run(algo, args.env, seed, args)
             print(row, flush=True)

@@ -13,7 +13,7 @@ and 2 rollout workers, ``subproc`` and ``ray`` (when Ray is installed): simulato
 started, and the ratio to no workers; every configuration must spend the same simulator steps.
 
     python benchmarks/throughput.py
-    python benchmarks/throughput.py --quick --out /tmp/throughput.md --workers-out /tmp/workers.md   # a smoke run
+    python benchmarks/throughput.py --quick   # a smoke run, into a fresh temporary folder (never into results/)
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import argparse
 import importlib.util
 import statistics
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch as th
+from outputs import add_output, resolve_outputs
 
 from arsm_rl import ARSM, UpdateData
 from arsm_rl.cloning import family
@@ -129,12 +129,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-rollouts", type=int, default=64, help="rollouts per throughput measurement")
     parser.add_argument("--updates", type=int, default=3, help="updates per time-split measurement")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "throughput.md")
-    parser.add_argument("--workers-out", type=Path, default=Path(__file__).parent / "results" / "throughput_workers.md")
+    add_output(parser, "--out", "throughput.md", "file of the throughput table")
+    add_output(parser, "--workers-out", "throughput_workers.md", "file of the worker table")
     parser.add_argument("--worker-rollouts", type=int, default=128, help="rollouts per worker measurement")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: CartPole, one repeat, 8 rollouts, 1 update; 0 and 1 subproc workers")  # fmt: skip
     args = parser.parse_args()
+    resolve_outputs(parser, args)
     configs = [(0, "subproc"), (1, "subproc"), (2, "subproc")]
     if importlib.util.find_spec("ray") is not None:
         configs += [(1, "ray"), (2, "ray")]

@@ -10,7 +10,7 @@ same iteration (at least 2).
 Run from the repository root::
 
     python benchmarks/toy.py
-    python benchmarks/toy.py --quick --out /tmp/toy   # a smoke run
+    python benchmarks/toy.py --quick   # a smoke run, into a fresh temporary folder (never into results/)
 
 It writes ``toy.png`` (reward and variance curves) and ``toy.md`` (summary table and swap-matrix timings).
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch as th
+from outputs import add_output, resolve_outputs
 
 from arsm_rl.estimators import (
     ar_gradient,
@@ -184,9 +185,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--var-every", type=int, default=10, help="iterations between variance measurements")
     parser.add_argument("--var-draws", type=int, default=100, help="draws per variance estimate")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
+    add_output(parser, "--out", "", "output directory")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 iterations, variance every 50 from 20 draws")
     args = parser.parse_args()
+    resolve_outputs(parser, args)
     if args.quick:
         args.iters, args.var_every, args.var_draws = 200, 50, 20
     args.out.mkdir(parents=True, exist_ok=True)

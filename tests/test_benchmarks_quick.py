@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +16,43 @@ import torch as th
 ROOT = Path(__file__).resolve().parents[1]
 ESTIMATORS = {"arsm", "ar", "reinforce", "rloo", "all_action", "a2c"}
 NUMERIC = ("sim_steps", "total_variance", "noise_to_signal", "cosine_mean", "cosine_of_mean", "grad_norm_mean")
+#: What a benchmark run must leave alone: the committed results and the documents that show them.
+COMMITTED = ("benchmarks/results", "benchmarks/README.md", "docs")
+
+
+def committed_state() -> tuple[str, dict[str, tuple[int, int]]]:
+    """git's status of :data:`COMMITTED`, and the size and modification time of each of its files (so that a rewrite
+    of a file someone has already modified, or of an ignored one such as a lock, is caught too)."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", *COMMITTED],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    files = [path for name in COMMITTED for path in [ROOT / name, *(ROOT / name).rglob("*")] if path.is_file()]
+    return status, {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in files}
+
+
+def run_quick(script: str, *args: str, tmp_path: Path, timeout: float) -> tuple[Path, str]:
+    """Run ``benchmarks/<script> --quick *args`` as a user would, without ``--out``, from the repository root: it must
+    leave every committed file alone and write into the fresh folder that it prints (made in TMPDIR, here
+    ``tmp_path``). Return that folder and the standard output."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from outputs import QUICK_FOLDER
+
+    before = committed_state()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert committed_state() == before, f"{script} --quick wrote into {', '.join(COMMITTED)}"
+    (folder,) = [Path(line.removeprefix(QUICK_FOLDER)) for line in result.stdout.splitlines() if line.startswith(QUICK_FOLDER)]
+    assert folder.parent == tmp_path and folder.is_dir(), folder
+    return folder, result.stdout
 
 
 def test_gradient_quality_quick(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gradient_quality.py"), "--quick", "--out", str(tmp_path)],
-        check=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    with open(tmp_path / "gradient_quality.csv", newline="") as file:
+    out, _ = run_quick("gradient_quality.py", tmp_path=tmp_path, timeout=120)
+    with open(out / "gradient_quality.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     snapshots = {row["snapshot_steps"] for row in rows}
     assert snapshots == {"0", "256"}
@@ -51,29 +79,27 @@ def test_gradient_quality_quick(tmp_path: Path) -> None:
         assert float(row["projection_se_total"]) == pytest.approx(total)
         assert float(row["projection_z"]) == pytest.approx((float(row["projection_mean"]) - 1.0) / total)
     assert {r["repeats"] for r in rows if r["estimator"] == "arsm"} == {"4"}  # QUICK.arsm_repeats
-    assert (tmp_path / "gradient_quality.png").stat().st_size > 0
-    assert "ARSM" in (tmp_path / "gradient_quality.md").read_text()
+    assert (out / "gradient_quality.png").stat().st_size > 0
+    assert "ARSM" in (out / "gradient_quality.md").read_text()
     # The README's condensed tables are what the CSV says.
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gradient_quality
 
-    summary = (tmp_path / "gradient_quality_summary.md").read_text()
-    assert summary == gradient_quality.summary_markdown(gradient_quality.read_csv(tmp_path / "gradient_quality.csv"))
+    summary = (out / "gradient_quality_summary.md").read_text()
+    assert summary == gradient_quality.summary_markdown(gradient_quality.read_csv(out / "gradient_quality.csv"))
 
 
 def test_rl_benchmark_quick(tmp_path: Path) -> None:
-    """benchmarks/rl.py builds each algorithm from its preset, evaluates, and accounts simulator steps."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--quick", "--algos", "arsm,ppo", "--out", str(tmp_path)],
-        check=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
+    """benchmarks/rl.py --quick, as a user runs it (no --algos, no --out): every algorithm that applies to CartPole
+    (not MaskablePPO: no action masks) built from its preset, evaluated, its simulator steps accounted, into a fresh
+    folder and not into the committed results."""
+    out, stdout = run_quick("rl.py", tmp_path=tmp_path, timeout=300)
+    assert "left out maskable_ppo: maskable_ppo needs an env with action masks" in stdout
+    with open(out / "rl_CartPole-v1.csv", newline="") as file:
         rows = {row["algo"]: row for row in csv.DictReader(file)}
-    with open(tmp_path / "rl_CartPole-v1_curves.csv", newline="") as file:
+    with open(out / "rl_CartPole-v1_curves.csv", newline="") as file:
         curves = list(csv.DictReader(file))
-    assert set(rows) == {"arsm", "ppo"}
+    assert list(rows) == ["arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo"]
     for algo, row in rows.items():
         evaluations = [float(c["eval_mean"]) for c in curves if c["algo"] == algo]
         assert len(evaluations) >= 2, algo
@@ -82,11 +108,13 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
         # Solved means an evaluation reached the threshold, and the run stopped at the first that did.
         assert (row["solved"] == "True") == (max(evaluations) >= 475) == (evaluations[-1] >= 475), (algo, evaluations)
         assert all(e < 475 for e in evaluations[:-1]), (algo, evaluations)
-    assert int(rows["ppo"]["simulator_steps"]) == int(rows["ppo"]["real_steps"])
-    assert int(rows["arsm"]["simulator_steps"]) > int(rows["arsm"]["real_steps"])  # pseudo rollouts counted
-    assert (tmp_path / "rl_CartPole-v1.png").stat().st_size > 0
-    for algo in rows:  # the gradient's log-variance is recorded at every evaluation (after the first update)
+        if algo in ("a2c", "ppo"):
+            assert int(row["simulator_steps"]) == int(row["real_steps"]), algo
+        else:  # pseudo rollouts counted
+            assert int(row["simulator_steps"]) > int(row["real_steps"]), algo
+        # the gradient's log-variance is recorded at every evaluation (after the first update)
         assert all(np.isfinite(float(c["grad_log_variance"])) for c in curves if c["algo"] == algo), algo
+    assert (out / "rl_CartPole-v1.png").stat().st_size > 0
     # ARSM's train/no_signal_share, averaged over the updates between evaluations; no such key for PPO.
     assert all(0 <= float(c["no_signal_share"]) < 1 for c in curves if c["algo"] == "arsm")
     assert all(c["no_signal_share"] == "nan" for c in curves if c["algo"] == "ppo")
@@ -94,30 +122,30 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
     # A second invocation merges: it replaces the rows of its own (algo, seed) and keeps the others.
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--quick", "--algos", "ppo", "--eval-freq", "400",
-         "--out", str(tmp_path)],
+         "--out", str(out)],
         check=True,
         cwd=ROOT,
         timeout=300,
-    )
-    with open(tmp_path / "rl_CartPole-v1.csv", newline="") as file:
-        merged = list(csv.DictReader(file))
-    assert [r["algo"] for r in merged] == ["arsm", "ppo"]
-    assert merged[0] == rows["arsm"]
-    assert merged[1]["command"].endswith("--eval-freq 400 --out " + str(tmp_path))
-    with open(tmp_path / "rl_CartPole-v1_curves.csv", newline="") as file:
+    )  # fmt: skip
+    with open(out / "rl_CartPole-v1.csv", newline="") as file:
+        merged = {row["algo"]: row for row in csv.DictReader(file)}
+    assert list(merged) == list(rows)
+    assert {algo: row for algo, row in merged.items() if algo != "ppo"} == {a: r for a, r in rows.items() if a != "ppo"}
+    assert merged["ppo"]["command"].endswith("--eval-freq 400 --out " + str(out))
+    with open(out / "rl_CartPole-v1_curves.csv", newline="") as file:
         ppo_evals = [r["real_steps"] for r in csv.DictReader(file) if r["algo"] == "ppo"]
     assert ppo_evals[:2] == ["400", "800"]  # the new run's evaluation points, not the old ones
-    summary = (tmp_path / "rl_CartPole-v1.md").read_text()
+    summary = (out / "rl_CartPole-v1.md").read_text()
     assert summary.count("- `python benchmarks/rl.py --quick") == 2
 
     # --plot-only redraws the figure from the stored curves and runs (and rewrites) nothing else.
-    (tmp_path / "rl_CartPole-v1.png").unlink()
-    stored = {name: (tmp_path / name).read_text() for name in ("rl_CartPole-v1.csv", "rl_CartPole-v1_curves.csv")}
+    (out / "rl_CartPole-v1.png").unlink()
+    stored = {name: (out / name).read_text() for name in ("rl_CartPole-v1.csv", "rl_CartPole-v1_curves.csv")}
     plot_only = [sys.executable, str(ROOT / "benchmarks" / "rl.py"), "--plot-only", "--out"]
-    subprocess.run([*plot_only, str(tmp_path)], check=True, cwd=ROOT, timeout=120)
-    assert (tmp_path / "rl_CartPole-v1.png").stat().st_size > 0
-    assert stored == {name: (tmp_path / name).read_text() for name in stored}
-    empty = subprocess.run([*plot_only, str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    subprocess.run([*plot_only, str(out)], check=True, cwd=ROOT, timeout=120)
+    assert (out / "rl_CartPole-v1.png").stat().st_size > 0
+    assert stored == {name: (out / name).read_text() for name in stored}
+    empty = subprocess.run([*plot_only, str(out / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no curves in" in empty.stderr.strip().splitlines()[-1]
 
 
@@ -280,20 +308,14 @@ def test_summary_marks_ratios_against_unsolved_baselines_as_bounds(tmp_path: Pat
 
 def test_pseudo_stats_counts_replayed_restores(tmp_path: Path) -> None:
     """pseudo_stats.py reads each update's statistics back; on LunarLander a part of the pseudo steps is replay."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pseudo_stats.py"), "--env", "LunarLander-v3", "--quick",
-         "--out", str(tmp_path)],
-        check=True,
-        cwd=ROOT,
-        timeout=300,
-    )  # fmt: skip
-    with open(tmp_path / "pseudo_stats_LunarLander-v3.csv", newline="") as file:
+    out, _ = run_quick("pseudo_stats.py", "--env", "LunarLander-v3", tmp_path=tmp_path, timeout=300)
+    with open(out / "pseudo_stats_LunarLander-v3.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [row["real_steps"] for row in rows] == ["256"]  # an update's keys are dumped with the next iteration
     row = rows[0]
     assert 0 < float(row["pseudo_actions_per_step"]) <= 3  # four actions: at most three pseudo actions
     assert 0 < float(row["restore_to_real"]) < float(row["pseudo_to_real"])
-    assert (tmp_path / "pseudo_stats_LunarLander-v3.png").stat().st_size > 0
+    assert (out / "pseudo_stats_LunarLander-v3.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -302,15 +324,28 @@ def test_pseudo_stats_counts_replayed_restores(tmp_path: Path) -> None:
         ("rl.py", ["--env", "Foo-v0", "--algos", "ppo"], "rl.py: error: unknown env id 'Foo-v0'"),
         ("rl.py", ["--env", "Pendulum-v1", "--algos", "arsm"], "rl.py: error: Pendulum-v1 has a Box action space"),
         ("rl.py", ["--env", "MountainCar-v0", "--algos", "arsm-paper"], "no preset 'MountainCar-v0-paper'"),
+        (
+            "rl.py",
+            ["--quick", "--algos", "maskable_ppo"],
+            "rl.py: error: maskable_ppo needs an env with action masks (action_masks()) and CartPole-v1 has none; drop it",
+        ),
+        ("rl.py", ["--quick", "--out", "benchmarks/results"], "rl.py: error: --quick never writes into benchmarks/results"),
+        (
+            "throughput.py",
+            ["--quick", "--workers-out", "benchmarks/results/throughput_workers.md"],
+            "throughput.py: error: --quick never writes into benchmarks/results",
+        ),
         ("pseudo_stats.py", ["--env", "Foo-v0"], "pseudo_stats.py: error: unknown env id 'Foo-v0'"),
         ("sync_readme.py", ["--readme", "missing.md"], "sync_readme.py: error: no README at missing.md"),
     ],
 )
 def test_benchmarks_refuse_bad_input_in_one_line(script: str, args: list[str], message: str) -> None:
     """Bad input stops a benchmark before any run, with one usage line (exit 2), not a traceback."""
+    before = committed_state()
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
+    assert committed_state() == before
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
@@ -371,14 +406,8 @@ def test_rl_quick_keeps_the_given_seeds(tmp_path: Path) -> None:
 
 def test_throughput_quick(tmp_path: Path) -> None:
     """throughput.py times batched and one-at-a-time rollouts and splits an update's time, via the public API."""
-    out, workers = tmp_path / "throughput.md", tmp_path / "workers.md"
-    command = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--quick", "--out", str(out)]
-    subprocess.run(
-        [*command, "--workers-out", str(workers)],
-        check=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    folder, _ = run_quick("throughput.py", tmp_path=tmp_path, timeout=120)
+    out, workers = folder / "throughput.md", folder / "throughput_workers.md"
     # the worker table: the same rollouts with 0 and 1 workers (the script checks they spend the same steps)
     rows = [line.strip("| ").split(" | ") for line in workers.read_text().splitlines()[2:]]
     assert [(row[0], row[2], row[3]) for row in rows] == [("CartPole-v1", "0", "in process"), ("CartPole-v1", "1", "subproc")]
@@ -394,12 +423,9 @@ def test_throughput_quick(tmp_path: Path) -> None:
     assert int(row[10]) > 0 and int(row[11]) > 0  # µs per real step and per lockstep iteration
 
 
-@pytest.mark.slow  # 8 s; tests/test_fork.py checks the same bit-identity on a smaller run
 def test_fork_training_quick(tmp_path: Path) -> None:
-    out = tmp_path / "fork_training.md"
-    command = [sys.executable, str(ROOT / "benchmarks" / "fork_training.py"), "--quick", "--out", str(out)]
-    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, timeout=300)
-    text = out.read_text()
+    folder, _ = run_quick("fork_training.py", tmp_path=tmp_path, timeout=300)
+    text = (folder / "fork_training.md").read_text()
     assert "Parameters after training bit-identical: yes." in text
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 2") or line.startswith("| 5")]
     assert [row[0].strip() for row in rows] == ["256", "512"]
@@ -409,10 +435,8 @@ def test_fork_training_quick(tmp_path: Path) -> None:
 def test_headless_quick(tmp_path: Path) -> None:
     """headless.py: the rendering and headless LunarLander steps agree, and ARSM trains the same with and without
     particles in its rollouts."""
-    out = tmp_path / "headless.md"
-    command = [sys.executable, str(ROOT / "benchmarks" / "headless.py"), "--quick", "--out", str(out)]
-    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, timeout=300)
-    text = out.read_text()
+    folder, _ = run_quick("headless.py", tmp_path=tmp_path, timeout=300)
+    text = (folder / "headless.md").read_text()
     assert "Parameters after training bit-identical: yes." in text
     (steps,) = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 2 |")]
     assert steps[-1].strip() == "yes" and int(steps[1].replace(",", "")) > 100
@@ -434,15 +458,9 @@ def test_paired_benchmarks_refuse_empty_runs_in_one_line(script: str, option: st
 def test_toy_quick(tmp_path: Path) -> None:
     """toy.py on the paper's C = 30 toy: the exact gradient has no variance, ARSM's is orders of magnitude below
     REINFORCE's, itself below AR's (the paper's figure), and RLOO gets ARSM's number of evaluations."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "toy.py"), "--quick", "--out", str(tmp_path)],
-        check=True,
-        cwd=ROOT,
-        timeout=120,
-        capture_output=True,
-    )
-    assert (tmp_path / "toy.png").stat().st_size > 0
-    lines = (tmp_path / "toy.md").read_text().splitlines()
+    out, _ = run_quick("toy.py", tmp_path=tmp_path, timeout=120)
+    assert (out / "toy.png").stat().st_size > 0
+    lines = (out / "toy.md").read_text().splitlines()
     rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in lines[4:10])}
     variance = {name: float(cells[1]) for name, cells in rows.items()}
     evaluations = {name: float(cells[3]) for name, cells in rows.items()}
@@ -451,37 +469,40 @@ def test_toy_quick(tmp_path: Path) -> None:
     assert evaluations["RLOO"] == evaluations["ARSM"] and evaluations["AR"] == evaluations["REINFORCE"] == 1
 
 
-def test_fingerprints_pin_training() -> None:
-    """Training is bit for bit what it was when results/fingerprints.json was recorded (the CartPole and MultiDiscrete
-    subset: every estimator, a budget, a horizon, two sub-envs with common random numbers, joint actions)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fingerprint.py"), "--quick", "--compare",
-         str(ROOT / "benchmarks" / "results" / "fingerprints.json")],
-        cwd=ROOT,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert result.stdout.splitlines()[-1] == "0 of 11 changed", result.stdout
-
-
 def test_many_actions_quick(tmp_path: Path) -> None:
     """many_actions.py: the mask-form table (both forms), a variance row per (C, estimator) whose last cell is the
     error times the steps it cost, and learning fractions between the uniform policy's (0) and the optimum's (1)."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "many_actions.py"), "--quick", "--out", str(tmp_path)],
-        check=True, cwd=ROOT, timeout=300, capture_output=True,
-    )  # fmt: skip
-    forms = [line.split(" | ")[0].strip("| ") for line in (tmp_path / "mask_form.md").read_text().splitlines()[2:]]
+    out, _ = run_quick("many_actions.py", tmp_path=tmp_path, timeout=300)
+    forms = [line.split(" | ")[0].strip("| ") for line in (out / "mask_form.md").read_text().splitlines()[2:]]
     assert forms == ["full C = 6, masked logits -inf", "valid subset, C = 4"]
-    lines = (tmp_path / "many_actions_variance.md").read_text().splitlines()
+    lines = (out / "many_actions_variance.md").read_text().splitlines()
     rows = [line.strip("| ").split(" | ") for line in lines[2:] if line.startswith("| ")]
     estimators = ("arsm", "ars", "rloo", "all_action", "reinforce")
     assert [(row[0], row[1], row[2]) for row in rows][:5] == [("2", "0", e) for e in estimators]
     for row in rows:
         error, spent, product = float(row[4]), float(row[5].replace(",", "")), float(row[6])
         assert error > 0 and product == pytest.approx(error * spent / 1e5, rel=0.05, abs=1e-5)
-    learning = (tmp_path / "many_actions_learning.md").read_text().splitlines()
+    learning = (out / "many_actions_learning.md").read_text().splitlines()
     fractions = [float(line.split(" | ")[3]) for line in learning[2:] if line.startswith("| ")]
     assert fractions and all(-1.0 <= f <= 1.0 + 1e-9 for f in fractions)
     assert any("maskable_ppo" in line for line in learning)
+
+
+def test_clone_cost_quick_writes_a_fresh_folder(tmp_path: Path) -> None:
+    """clone_cost.py --quick without --out (tests/test_clone_cost_quick.py checks its numbers, with --out)."""
+    out, stdout = run_quick("clone_cost.py", tmp_path=tmp_path, timeout=120)
+    assert f"wrote {out / 'clone_cost.md'}" in stdout
+    assert "`python benchmarks/clone_cost.py --quick`" in (out / "clone_cost.md").read_text()
+
+
+def test_every_quick_mode_runs_here() -> None:
+    """Every benchmark with a --quick mode has a test above that runs it with run_quick (no --out), so CI catches a crash
+    and a write into the committed results (fingerprint.py has its own test)."""
+    scripts = [
+        path.name
+        for path in sorted((ROOT / "benchmarks").glob("*.py"))
+        if '"--quick"' in path.read_text() and '__name__ == "__main__"' in path.read_text()
+    ]
+    source = Path(__file__).read_text()
+    assert len(scripts) >= 9
+    assert [name for name in scripts if f'run_quick("{name}"' not in source and name != "fingerprint.py"] == []
