@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -16,6 +17,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
+from arsm_rl.cloning import register_optional_envs
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
     BranchPoint,
@@ -36,6 +38,9 @@ from arsm_rl.strategies import ESTIMATORS, Draws, Estimator, JointActions, StepB
 from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport, budget_steps, keep_probability
 
 __all__ = ["ARSM"]
+
+#: Simulator steps per real step above which the first update warns that the unbounded defaults are costly.
+COSTLY = 100
 
 SelfARSM = TypeVar("SelfARSM", bound="ARSM")
 
@@ -153,6 +158,8 @@ class ARSM(BaseAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if isinstance(env, str):
+            register_optional_envs(env)  # ALE and MiniGrid ids, which train.py finds too
         super().__init__(
             policy,
             env,
@@ -164,7 +171,7 @@ class ARSM(BaseAlgorithm):
             device=device,
             support_multi_env=True,
             seed=seed,
-            supported_action_spaces=(spaces.Discrete, spaces.MultiDiscrete),
+            supported_action_spaces=(spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         if estimator not in ESTIMATORS:
             raise ValueError(f"Unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}.")
@@ -212,8 +219,8 @@ class ARSM(BaseAlgorithm):
         except ValueError as error:
             raise AssertionError(str(error)) from None
         problem = observation_space_problem(env.observation_space)
-        if problem is not None:
-            raise ValueError(f"ARSM cannot train on this env: {problem}.")
+        if problem is not None:  # SB3's algorithms raise NotImplementedError for these spaces too
+            raise NotImplementedError(f"ARSM cannot train on this env: {problem}.")
         venv = BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
         enable_cloning(venv)
         return venv
@@ -407,6 +414,8 @@ class ARSM(BaseAlgorithm):
         q_true = true_values(collected.rewards, collected.dones, rollouts.tail_rewards, self.gamma, self.pseudo_horizon)
         q_true = q_true.reshape(-1)
         rolled_out = time.perf_counter()
+        if self._n_updates == 0:
+            self._warn_if_costly(rollouts, n * n_envs)
 
         grads = self._step_gradients(plan, collected, q_true, rollouts.values)
         self.policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
@@ -450,6 +459,20 @@ class ARSM(BaseAlgorithm):
         self.logger.record("time/total_env_steps", self.num_timesteps + self.num_pseudo_steps)
         rollout_seconds = max(rolled_out - start, sys.float_info.epsilon)
         self.logger.record("time/pseudo_fps", int(rollouts.env_steps / rollout_seconds))
+
+    def _warn_if_costly(self, rollouts: RolloutValues, real_steps: int) -> None:
+        """Say once, after the first update, when the unbounded defaults cost over :data:`COSTLY` simulator steps per
+        real step (long episodes, many actions: Taxi, Acrobot), and name the two knobs that bound it."""
+        per_step = rollouts.env_steps / real_steps
+        if self.max_pseudo_rollouts is not None or self.pseudo_horizon is not None or per_step <= COSTLY:
+            return
+        warnings.warn(
+            f"ARSM's first update spent {per_step:.0f} simulator steps per real step: with max_pseudo_rollouts=None and "
+            "pseudo_horizon=None every informative step is rolled out to the episode's end. Bound it with "
+            "max_pseudo_rollouts (rollouts per update, e.g. 64) or pseudo_horizon (steps per rollout, e.g. 50), as the "
+            "presets in agents/arsm.yml do (python train.py --algo arsm --list).",
+            stacklevel=3,
+        )
 
     def plan_update(self, collected: UpdateData) -> UpdatePlan:
         """

@@ -77,17 +77,41 @@ def action_dims(action_space: spaces.Space) -> np.ndarray:
     """
     Number of categories of each action dimension.
 
-    :param action_space: a ``Discrete`` or ``MultiDiscrete`` space
-    :return: int64 array of shape (K,): ``[n]`` for ``Discrete(n)``, ``nvec`` for ``MultiDiscrete``
+    :param action_space: a ``Discrete``, ``MultiDiscrete`` or ``MultiBinary`` space (one-dimensional)
+    :return: int64 array of shape (K,): ``[n]`` for ``Discrete(n)``, ``nvec`` for ``MultiDiscrete``, ``[2] * n`` for
+        ``MultiBinary(n)`` (n binary categoricals)
     """
     if isinstance(action_space, spaces.Discrete):
         return np.array([int(action_space.n)], dtype=np.int64)
     if isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
         return action_space.nvec.astype(np.int64)
+    if isinstance(action_space, spaces.MultiBinary) and len(action_space.shape) == 1:
+        return np.full(action_space.shape, 2, dtype=np.int64)
     raise ValueError(
-        f"ARSM supports Discrete and one-dimensional MultiDiscrete action spaces, got {action_space}; "
+        f"ARSM supports Discrete and one-dimensional MultiDiscrete and MultiBinary action spaces, got {action_space}; "
         "use an algorithm for continuous actions (e.g. PPO or SAC)."
     )
+
+
+def pi_arch(net_arch: list[int] | dict[str, list[int]] | None) -> list[int]:
+    """
+    The hidden layers of the logits MLP from a ``net_arch`` as SB3's algorithms take it.
+
+    :param net_arch: a list of sizes, or the actor-critic form ``dict(pi=[...], vf=[...])``, whose ``pi`` part is taken
+        (ARSM has no value network, so ``vf`` is ignored); ``None``: ``[64, 64]``
+    :return: the sizes
+    :raises ValueError: for a dict without ``pi`` or with keys other than ``pi`` and ``vf``
+    """
+    if net_arch is None:
+        return [64, 64]
+    if not isinstance(net_arch, dict):
+        return list(net_arch)
+    if "pi" not in net_arch or set(net_arch) - {"pi", "vf"}:
+        raise ValueError(
+            f"net_arch={net_arch!r}: ARSM's policy has one network, the logits MLP; give its hidden sizes as a list "
+            "(net_arch=[64, 64]) or as dict(pi=[64, 64]) (a 'vf' part is ignored: there is no value network)"
+        )
+    return list(net_arch["pi"])
 
 
 class ARSMPolicy(BasePolicy):
@@ -95,9 +119,10 @@ class ARSMPolicy(BasePolicy):
     Categorical policy with no value head: features extractor, MLP, action logits.
 
     :param observation_space: observation space
-    :param action_space: ``Discrete`` or ``MultiDiscrete`` action space
+    :param action_space: ``Discrete``, ``MultiDiscrete`` or ``MultiBinary`` action space
     :param lr_schedule: learning-rate schedule (its value at progress 1 sets the optimizer's initial lr)
-    :param net_arch: hidden layer sizes of the logits MLP; ``[]`` gives a linear policy on the features
+    :param net_arch: hidden layer sizes of the logits MLP; ``[]`` gives a linear policy on the features; SB3's
+        actor-critic form ``dict(pi=[...], vf=[...])`` gives its ``pi`` part (there is no value network)
     :param activation_fn: activation between hidden layers
     :param ortho_init: orthogonal initialisation as in SB3 (gain sqrt(2) for hidden layers, 0.01 for
         the logits layer, so the initial policy is close to uniform)
@@ -114,7 +139,7 @@ class ARSMPolicy(BasePolicy):
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
-        net_arch: list[int] | None = None,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.Tanh,
         ortho_init: bool = True,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
@@ -134,7 +159,7 @@ class ARSMPolicy(BasePolicy):
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
-        self.net_arch = [64, 64] if net_arch is None else list(net_arch)
+        self.net_arch = pi_arch(net_arch)
         self.activation_fn = activation_fn
         self.ortho_init = ortho_init
         self.nvec = action_dims(action_space)
@@ -145,7 +170,9 @@ class ARSMPolicy(BasePolicy):
         self.features_dim = self.features_extractor.features_dim
         layers = create_mlp(self.features_dim, int(self.nvec.sum()), self.net_arch, activation_fn)
         self.logits_net = nn.Sequential(*layers)
-        self.action_dist = make_proba_distribution(action_space)
+        # MultiBinary actions are n binary categoricals, with two logits each (SB3's Bernoulli takes one)
+        binary = isinstance(action_space, spaces.MultiBinary)
+        self.action_dist = MultiCategoricalDistribution(list(self.nvec)) if binary else make_proba_distribution(action_space)
 
         if ortho_init:
             linears = [m for m in self.logits_net if isinstance(m, nn.Linear)]

@@ -55,9 +55,10 @@ def test_unsupported_action_space(env_id: str) -> None:
         ARSM("MlpPolicy", env_id)
 
 
-def test_multibinary_refused() -> None:
-    env = IdentityEnv(space=gym.spaces.MultiBinary(3))
-    with pytest.raises(AssertionError, match="supports Discrete"):
+def test_two_dimensional_multibinary_refused() -> None:
+    """One-dimensional MultiBinary actions are binary categoricals (tests/test_user_envs.py); a grid of bits is not."""
+    env = IdentityEnv(space=gym.spaces.MultiBinary([2, 2]))
+    with pytest.raises(AssertionError, match="supports Discrete and one-dimensional MultiDiscrete and MultiBinary"):
         ARSM("MlpPolicy", env)
 
 

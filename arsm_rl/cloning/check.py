@@ -15,7 +15,7 @@ from arsm_rl.cloning.ids import register_optional_envs
 from arsm_rl.cloning.layers import iter_layers, layer_rule, time_limit
 from arsm_rl.cloning.masks import sample_action
 from arsm_rl.cloning.registry import resolve
-from arsm_rl.cloning.rng import preserved_global_rngs
+from arsm_rl.cloning.rng import GLOBAL_RNGS, env_spaces, global_rng_states, preserved_global_rngs
 from arsm_rl.cloning.snapshot import AnyEnv, CloningError, NotCloneableError
 
 _FIELDS = ("obs", "reward", "terminated", "truncated")
@@ -101,11 +101,11 @@ def check_cloneable(
 ) -> None:
     """Check that snapshots of an env are exact, in the spirit of SB3's ``check_env``.
 
-    Builds the env and an identically seeded twin, steps both through a random prefix of
-    ``n_prefix`` actions (resetting unseeded when an episode ends), snapshots the env, checks the
-    snapshot survives pickling, wanders off for ``n_wander`` different random steps, restores and
-    compares the next ``n_compare`` transitions (obs bytes, reward, terminated, truncated; unseeded
-    resets included) with the untouched twin.  The same is checked after restoring the snapshot a
+    Builds the env and an identically seeded twin (their spaces seeded too, as envs may draw from them), steps both
+    through a random prefix of ``n_prefix`` actions (resetting unseeded when an episode ends), snapshots the env, checks
+    the snapshot survives pickling, wanders off for ``n_wander`` different random steps, restores and compares the next
+    ``n_compare`` transitions (obs bytes, reward, terminated, truncated; unseeded resets included) with the untouched
+    twin.  The same is checked after restoring the snapshot a
     second time and after restoring it into a :func:`scratch_copy`.
 
     :param env_or_id: an env instance (its twin is a :func:`scratch_copy`, so both must reset
@@ -126,6 +126,9 @@ def check_cloneable(
         env = env_or_id
         twin = scratch_copy(env)
     env = make_cloneable(env)
+    for i, (own, twins) in enumerate(zip(env_spaces(env), env_spaces(twin), strict=True)):  # the envs may draw from them
+        own.seed(seed + i)
+        twins.seed(seed + i)
     space = copy.deepcopy(env.action_space)
     space.seed(seed)
     wander_space = copy.deepcopy(env.action_space)
@@ -275,8 +278,14 @@ def verify_snapshots(env: AnyEnv, *, seed: int = 0, n_prefix: int = 20, n_compar
             return scratch
 
         restores = [("after restore", into_work), ("in another copy after restore", into_another)]
+        before = global_rng_states()
         try:
-            compare_restores(work, clone_state, restores, seed=seed, n_prefix=n_prefix, n_compare=n_compare)
+            try:
+                compare_restores(work, clone_state, restores, seed=seed, n_prefix=n_prefix, n_compare=n_compare)
+            finally:  # a draw from a process-wide stream is the cause, whether or not this short run diverged
+                drawn = [name for name, now, was in zip(GLOBAL_RNGS, global_rng_states(), before, strict=True) if now != was]
+                if drawn:
+                    raise CloningError(f"the env draws from {' and '.join(drawn)}, which no snapshot holds")
         except CloningError as error:
             raise NotCloneableError(
                 f"snapshots of {', '.join(unverified_parts(env))} are not exact: {error}. The state lives somewhere a "

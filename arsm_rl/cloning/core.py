@@ -10,9 +10,10 @@ import gymnasium as gym
 import numpy as np
 
 from arsm_rl.cloning.access import StateAccess, Stateless
+from arsm_rl.cloning.families import render_handles
 from arsm_rl.cloning.layers import LayerKind, LayerRule, iter_layers, layer_rule, set_layer_rule
 from arsm_rl.cloning.registry import resolve
-from arsm_rl.cloning.rng import action_spaces, rng_get, rng_set
+from arsm_rl.cloning.rng import env_spaces, rng_get, rng_set, space_rng_get
 from arsm_rl.cloning.snapshot import AnyEnv, NotCloneableError, Snapshot
 
 
@@ -44,7 +45,7 @@ class CloneableWrapper(gym.Wrapper[Any, Any, Any, Any]):
     def __init__(self, env: AnyEnv, *, record: bool = False) -> None:
         super().__init__(env)
         self._record = record
-        self._reset_cond: tuple[str, Any, Any] | None = None
+        self._reset_cond: tuple[str, Any, Any, tuple[Any, ...]] | None = None
         self._actions: list[Any] = []
 
     @property
@@ -57,11 +58,12 @@ class CloneableWrapper(gym.Wrapper[Any, Any, Any, Any]):
         if not self._record:
             return self.env.reset(seed=seed, **_options(options))
         opts = copy.deepcopy(options)
-        cond: tuple[str, Any, Any]
+        space_rngs = tuple(space_rng_get(s) for s in env_spaces(self.env))  # a reset may draw from them
+        cond: tuple[str, Any, Any, tuple[Any, ...]]
         if seed is not None:
-            cond = ("seed", int(seed), opts)
+            cond = ("seed", int(seed), opts, space_rngs)
         else:
-            cond = ("rng", self.env.unwrapped.np_random.bit_generator.state, opts)
+            cond = ("rng", self.env.unwrapped.np_random.bit_generator.state, opts, space_rngs)
         result = self.env.reset(seed=seed, **_options(options))
         self._reset_cond = cond
         self._actions = []
@@ -179,7 +181,7 @@ def clone_state(env: AnyEnv) -> Snapshot:
         fingerprint=found.fingerprint(u),
         core=core,
         rng=rng_get(u),
-        action_rngs=tuple(rng_get(s) for s in action_spaces(env)),
+        space_rngs=tuple(space_rng_get(s) for s in env_spaces(env)),
         layer_names=tuple(names),
         layer_states=tuple(states),
         record=record,
@@ -200,9 +202,11 @@ def _replay(recorder: CloneableWrapper, record: Any) -> None:
             parent.env = child
         parent = child
     try:
-        (kind, value, options), actions = record
+        (kind, value, options, space_rngs), actions = record
         inner = recorder.env
         opts = _options(copy.deepcopy(options))
+        for space, rng in zip(env_spaces(inner), space_rngs, strict=False):
+            rng_set(space, rng, with_seed=False)
         if kind == "seed":
             inner.reset(seed=value, **opts)
         else:
@@ -264,9 +268,8 @@ def restore_state(env: AnyEnv, snapshot: Snapshot) -> None:
         if state is not None:
             access.set(w, state)
     rng_set(u, snapshot.rng, with_seed=True)
-    for space, rng in zip(action_spaces(env), snapshot.action_rngs, strict=False):
-        if rng is not None or getattr(space, "_np_random", None) is not None:
-            rng_set(space, rng, with_seed=False)
+    for space, rng in zip(env_spaces(env), snapshot.space_rngs, strict=False):
+        rng_set(space, rng, with_seed=False)
 
 
 def headless_function(env: AnyEnv) -> Callable[[Any], None] | None:
@@ -314,6 +317,9 @@ def scratch_copy(env: AnyEnv) -> AnyEnv:
         value = vars(u).get(name)
         if value is not None:
             memo[id(value)] = value
+    for layer in (u, *iter_layers(env)):  # a copy renders afresh (pygame objects cannot be copied)
+        for handle in render_handles(layer):
+            memo[id(handle)] = None
     for w in reversed(list(iter_layers(env))):
         if layer_rule(w).kind is LayerKind.STATISTICS:
             memo[id(w)] = copy.deepcopy(w.env, memo)

@@ -22,6 +22,28 @@ from arsm_rl.cloning.snapshot import NotCloneableError
 ENV_BASE_KEYS = frozenset({"action_space", "observation_space", "_np_random", "_np_random_seed", "spec", "metadata"})
 #: Render handles, never part of a snapshot.
 RENDER_KEYS = frozenset({"window", "clock", "screen", "surf", "window_surface", "viewer", "render_mode"})
+
+
+def _is_pygame(value: Any) -> bool:
+    return type(value).__module__.startswith("pygame")
+
+
+def render_handles(obj: Any) -> list[Any]:
+    """The render state an env or wrapper holds: the objects under :data:`RENDER_KEYS` (not ``render_mode``, a setting)
+    and pygame objects (windows, surfaces, clocks, loaded images), alone or in a list, tuple or dict. Snapshots leave
+    them out and copies do not share them: an env builds them again when it renders (``if self.screen is None``).
+
+    :param obj: an ``env.unwrapped`` or a wrapper layer.
+    :return: the objects (not copied).
+    """
+    out = []
+    for name, value in vars(obj).items():
+        if value is None or isinstance(value, str):
+            continue
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else (value,)
+        if name in RENDER_KEYS or (items and all(_is_pygame(item) for item in items)):
+            out.append(value)
+    return out
 #: What to do when the deepcopy of an env's attributes fails.
 CORE_HINT = (
     "Register an exact adapter with arsm_rl.cloning.register_cloneable(...) or define "
@@ -86,6 +108,10 @@ class _CheckedInstanceDict(InstanceDict):
     def __init__(self) -> None:
         super().__init__(ENV_BASE_KEYS | RENDER_KEYS, CORE_HINT, none_if_empty=False)
         self._verified: set[type] = set()
+
+    def attributes(self, obj: Any) -> dict[str, Any]:
+        handles = {id(value) for value in render_handles(obj)}
+        return {k: v for k, v in super().attributes(obj).items() if id(v) not in handles}
 
     def get(self, obj: Any) -> Any:
         cls = type(obj)

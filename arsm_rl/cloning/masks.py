@@ -46,7 +46,7 @@ def env_masks(env: gym.Env[Any, Any]) -> np.ndarray:
 def sample_action(env: gym.Env[Any, Any], space: gym.Space[Any]) -> Any:
     """:return: ``space.sample()``, among the valid actions of ``env``'s current state when it has action masks
     :raises ValueError: for a mask of the wrong size or without a valid action"""
-    if not has_masks(env) or not isinstance(space, spaces.Discrete | spaces.MultiDiscrete):
+    if not has_masks(env) or not isinstance(space, spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
         return space.sample()
     from arsm_rl.strategies import JointActions  # here, not at the top: ForkVecEnv's workers import cloning, not torch
 
@@ -54,6 +54,10 @@ def sample_action(env: gym.Env[Any, Any], space: gym.Space[Any]) -> Any:
     if isinstance(space, spaces.Discrete):
         mask = JointActions(np.array([space.n]), True).check_masks(env_masks(env), 1, source)[0]
         return space.sample(mask=mask.astype(np.int8))
-    nvec = space.nvec.reshape(-1)
+    nvec = space.nvec.reshape(-1) if isinstance(space, spaces.MultiDiscrete) else np.full(space.shape, 2)
     mask = JointActions(nvec, False).check_masks(env_masks(env), 1, source)[0]
-    return space.sample(mask=tuple(np.split(mask.astype(np.int8), np.cumsum(nvec)[:-1])))
+    parts = np.split(mask.astype(np.int8), np.cumsum(nvec)[:-1])
+    if isinstance(space, spaces.MultiDiscrete):
+        return space.sample(mask=tuple(parts))
+    # MultiBinary: a bit with one valid value takes it, the others are drawn (gymnasium's mask: 2 = draw)
+    return space.sample(mask=np.array([2 if p.all() else int(p[1]) for p in parts], dtype=np.int8))

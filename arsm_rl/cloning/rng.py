@@ -1,4 +1,4 @@
-"""RNG capture and restore: ``np_random`` bit-generator states of the env and of its action spaces."""
+"""RNG capture and restore: ``np_random`` bit-generator states of the env and of its spaces."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 from arsm_rl.cloning.snapshot import AnyEnv
 
@@ -21,6 +23,17 @@ def rng_get(holder: Any) -> Any:
     if g is None:
         return None
     return (g.bit_generator.state, getattr(holder, "_np_random_seed", None))
+
+
+def space_rng_get(space: Any) -> Any:
+    """:func:`rng_get` of a space, whose generator is made first if it has none yet (from fresh entropy, as its first
+    ``sample()`` would make it), so that a snapshot taken before a space's first draw still restores its draws.
+
+    :param space: a space.
+    """
+    if getattr(space, "_np_random", None) is None:
+        space.np_random  # noqa: B018 (the property makes the generator)
+    return rng_get(space)
 
 
 def _generator_from_state(state: dict[str, Any]) -> np.random.Generator:
@@ -49,14 +62,55 @@ def rng_set(holder: Any, rng: Any, *, with_seed: bool) -> None:
         holder._np_random_seed = seed
 
 
-def action_spaces(env: AnyEnv) -> tuple[Any, ...]:
-    """
+def _subspaces(space: Any) -> tuple[Any, ...]:
+    """The spaces a composite space samples from (its own generator draws only lengths and choices)."""
+    if isinstance(space, spaces.Dict):
+        return tuple(space.spaces.values())
+    if isinstance(space, spaces.Tuple | spaces.OneOf):
+        return tuple(space.spaces)
+    if isinstance(space, spaces.Sequence):
+        return (space.feature_space,)
+    if isinstance(space, spaces.Graph):
+        return tuple(s for s in (space.node_space, space.edge_space) if s is not None)
+    return ()
+
+
+def env_spaces(env: AnyEnv) -> tuple[Any, ...]:
+    """Every space an env or its wrappers can sample from, each once: the action and observation spaces that a
+    wrapper layer sets for itself, those of ``env.unwrapped``, and their subspaces (``Dict``, ``Tuple``, ``OneOf``,
+    ``Sequence``, ``Graph``), outermost first.
+
+    Envs that draw from their own spaces (``self.observation_space.sample()``, common in users' and SB3's test envs)
+    keep state in these spaces' generators, so snapshots capture them.
+
     :param env: any env.
-    :return: ``env.action_space``, and ``env.unwrapped.action_space`` when it is another object.
+    :return: the distinct space objects.
     """
-    outer = env.action_space
-    inner = env.unwrapped.action_space
-    return (outer,) if inner is outer else (outer, inner)
+    found: dict[int, Any] = {}
+    layer: Any = env
+    while True:
+        own = vars(layer)
+        for name in ("_action_space", "_observation_space", "action_space", "observation_space"):
+            space = own.get(name)
+            stack = [] if space is None else [space]
+            while stack:
+                s = stack.pop()
+                if id(s) not in found:
+                    found[id(s)] = s
+                    stack += reversed(_subspaces(s))
+        if not isinstance(layer, gym.Wrapper):
+            return tuple(found.values())
+        layer = layer.env
+
+
+#: The process-wide random streams an env may draw from, as :func:`global_rng_states` names them.
+GLOBAL_RNGS = ("Python's random", "numpy's global np.random")
+
+
+def global_rng_states() -> tuple[Any, Any]:
+    """The states of :data:`GLOBAL_RNGS`, comparable with ``==``."""
+    kind, keys, pos, gauss, cached = np.random.get_state(legacy=True)
+    return random.getstate(), (kind, np.asarray(keys).tobytes(), pos, gauss, cached)
 
 
 @contextmanager

@@ -35,7 +35,7 @@ class Snapshot:
     fingerprint: Any
     core: Any
     rng: Any
-    action_rngs: tuple[Any, ...]
+    space_rngs: tuple[Any, ...]
     layer_names: tuple[str, ...]
     layer_states: tuple[Any, ...]
     record: Any
