@@ -13,7 +13,7 @@ from arsm_rl.cloning.access import StateAccess, Stateless
 from arsm_rl.cloning.families import render_handles
 from arsm_rl.cloning.layers import LayerKind, LayerRule, iter_layers, layer_rule, set_layer_rule
 from arsm_rl.cloning.registry import resolve
-from arsm_rl.cloning.rng import env_spaces, rng_get, rng_set, space_rng_get
+from arsm_rl.cloning.rng import restore_space_rngs, rng_get, rng_set, space_rngs
 from arsm_rl.cloning.snapshot import AnyEnv, NotCloneableError, Snapshot
 
 
@@ -58,12 +58,12 @@ class CloneableWrapper(gym.Wrapper[Any, Any, Any, Any]):
         if not self._record:
             return self.env.reset(seed=seed, **_options(options))
         opts = copy.deepcopy(options)
-        space_rngs = tuple(space_rng_get(s) for s in env_spaces(self.env))  # a reset may draw from them
+        space_states = space_rngs(self.env, tested=_tested(self.env))  # a reset may draw from them
         cond: tuple[str, Any, Any, tuple[Any, ...]]
         if seed is not None:
-            cond = ("seed", int(seed), opts, space_rngs)
+            cond = ("seed", int(seed), opts, space_states)
         else:
-            cond = ("rng", self.env.unwrapped.np_random.bit_generator.state, opts, space_rngs)
+            cond = ("rng", self.env.unwrapped.np_random.bit_generator.state, opts, space_states)
         result = self.env.reset(seed=seed, **_options(options))
         self._reset_cond = cond
         self._actions = []
@@ -106,6 +106,11 @@ def _recorder(env: AnyEnv) -> CloneableWrapper | None:
         if isinstance(w, CloneableWrapper) and w._record:
             return w
     return None
+
+
+def _tested(env: AnyEnv) -> bool:
+    """Whether every part of ``env``'s snapshots is a built-in, tested method (its family and wrapper layers)."""
+    return resolve(env.unwrapped).verified and all(layer_rule(w).verified for w in iter_layers(env))
 
 
 def make_cloneable(env: AnyEnv) -> AnyEnv:
@@ -151,8 +156,10 @@ def clone_state(env: AnyEnv) -> Snapshot:
     states: list[Any] = []
     record: Any = None
     have_recorder = False
+    tested = found.verified
     for w in iter_layers(env):
         rule = layer_rule(w)
+        tested = tested and rule.verified
         if rule.kind in (LayerKind.STATE, LayerKind.STATELESS):
             names.append(type(w).__qualname__)
             states.append(rule.state.get(w))
@@ -181,7 +188,7 @@ def clone_state(env: AnyEnv) -> Snapshot:
         fingerprint=found.fingerprint(u),
         core=core,
         rng=rng_get(u),
-        space_rngs=tuple(space_rng_get(s) for s in env_spaces(env)),
+        space_rngs=space_rngs(env, tested=tested),
         layer_names=tuple(names),
         layer_states=tuple(states),
         record=record,
@@ -202,11 +209,10 @@ def _replay(recorder: CloneableWrapper, record: Any) -> None:
             parent.env = child
         parent = child
     try:
-        (kind, value, options, space_rngs), actions = record
+        (kind, value, options, space_states), actions = record
         inner = recorder.env
         opts = _options(copy.deepcopy(options))
-        for space, rng in zip(env_spaces(inner), space_rngs, strict=False):
-            rng_set(space, rng, with_seed=False)
+        restore_space_rngs(inner, space_states, tested=_tested(inner))
         if kind == "seed":
             inner.reset(seed=value, **opts)
         else:
@@ -241,8 +247,10 @@ def restore_state(env: AnyEnv, snapshot: Snapshot) -> None:
         raise ValueError(f"snapshot settings {snapshot.fingerprint!r} differ from the target env's {found.fingerprint(u)!r}")
     targets: list[tuple[Any, StateAccess]] = []
     recorder: CloneableWrapper | None = None
+    tested = found.verified
     for w in iter_layers(env):
         rule = layer_rule(w)
+        tested = tested and rule.verified
         if rule.kind in (LayerKind.STATE, LayerKind.STATELESS):
             targets.append((w, rule.state))
         elif rule.kind is LayerKind.RECORDER and recorder is None and w._record:
@@ -268,8 +276,7 @@ def restore_state(env: AnyEnv, snapshot: Snapshot) -> None:
         if state is not None:
             access.set(w, state)
     rng_set(u, snapshot.rng, with_seed=True)
-    for space, rng in zip(env_spaces(env), snapshot.space_rngs, strict=False):
-        rng_set(space, rng, with_seed=False)
+    restore_space_rngs(env, snapshot.space_rngs, tested=tested)
 
 
 def headless_function(env: AnyEnv) -> Callable[[Any], None] | None:

@@ -25,15 +25,45 @@ def rng_get(holder: Any) -> Any:
     return (g.bit_generator.state, getattr(holder, "_np_random_seed", None))
 
 
-def space_rng_get(space: Any) -> Any:
-    """:func:`rng_get` of a space, whose generator is made first if it has none yet (from fresh entropy, as its first
-    ``sample()`` would make it), so that a snapshot taken before a space's first draw still restores its draws.
+def held_spaces(env: AnyEnv, *, tested: bool) -> tuple[Any, ...]:
+    """The spaces whose generators a snapshot of ``env`` holds.
 
-    :param space: a space.
+    :param env: any env.
+    :param tested: every part of ``env`` is a built-in, tested snapshot method (its family and wrapper layers
+        ``verified``): those envs and wrappers draw from no space, so only the action spaces are held (as for code
+        that samples ``env.action_space``), at no extra cost; otherwise every space of :func:`env_spaces`.
     """
-    if getattr(space, "_np_random", None) is None:
-        space.np_random  # noqa: B018 (the property makes the generator)
-    return rng_get(space)
+    return action_spaces(env) if tested else env_spaces(env)
+
+
+def space_rngs(env: AnyEnv, *, tested: bool) -> tuple[Any, ...]:
+    """The :func:`rng_get` states of :func:`held_spaces`. Untested envs' spaces are given a generator first if they have
+    none yet (from fresh entropy, as their first ``sample()`` would), so that a snapshot taken before a space's first
+    draw still restores its draws.
+    """
+    held = held_spaces(env, tested=tested)
+    if not tested:
+        for space in held:
+            if getattr(space, "_np_random", None) is None:
+                space.np_random  # noqa: B018 (the property makes the generator)
+    return tuple(rng_get(s) for s in held)
+
+
+def restore_space_rngs(env: AnyEnv, states: tuple[Any, ...], *, tested: bool) -> None:
+    """Put the states of :func:`space_rngs` back into ``env``'s spaces (a space that had no generator then gets none)."""
+    for space, rng in zip(held_spaces(env, tested=tested), states, strict=False):
+        if rng is not None or getattr(space, "_np_random", None) is not None:
+            rng_set(space, rng, with_seed=False)
+
+
+def action_spaces(env: AnyEnv) -> tuple[Any, ...]:
+    """
+    :param env: any env.
+    :return: ``env.action_space``, and ``env.unwrapped.action_space`` when it is another object.
+    """
+    outer = env.action_space
+    inner = env.unwrapped.action_space
+    return (outer,) if inner is outer else (outer, inner)
 
 
 def _generator_from_state(state: dict[str, Any]) -> np.random.Generator:
