@@ -10,7 +10,8 @@
 A run writes ``<log-folder>/<algo>/<env>_<k>/``: ``<env>.zip`` (the final model), ``config.yml`` (the
 resolved settings and every constructor argument, defaults included), Monitor CSVs
 (``<i>.monitor.csv``), ``vecnormalize.pkl`` when the preset normalises, ``rl_model_<steps>_steps.zip``
-checkpoints with ``--save-freq``, and ``best_model.zip``/``evaluations.npz`` with evaluation on.
+checkpoints with ``--save-freq``, and ``best_model.zip``/``evaluations.npz`` with evaluation on. Training stops
+when an evaluation reaches the env's ``spec.reward_threshold`` (``--no-stop-at-threshold``: the whole budget).
 See ``docs/train.md``.
 """
 
@@ -41,11 +42,10 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 import yaml
-from gymnasium import spaces
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from sb3_contrib.common.maskable.evaluation import evaluate_policy as maskable_evaluate_policy
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import HParam
@@ -63,7 +63,7 @@ import envs  # noqa: F401  (registers the arsm/ env ids)
 from agents import ALGOS, ARSM_FAMILY, load_preset, preset_envs
 from arsm_rl.cloning import NotCloneableError, clone_state, has_masks, make_cloneable, register_optional_envs
 from arsm_rl.forkvec.vec_env import ForkVecEnv, fork_problem
-from arsm_rl.policies import observation_space_problem
+from arsm_rl.policies import action_dims, observation_space_problem
 
 #: Preset keys that configure the environment or the run rather than the algorithm's constructor.
 ENV_KEYS = ("n_timesteps", "n_envs", "normalize", "env_wrapper", "frame_stack", "env_kwargs")
@@ -81,6 +81,16 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see python train.py --help)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once: as the help text says it, else argparse's ``(default: ...)``; none for flags and
+    empty defaults (``None``, ``''``, ``[]``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default in (None, "", []) or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive(text: str) -> int:
@@ -125,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"{optimize[0]}: hyperparameter search runs through RL Zoo itself, with ARSM registered: "
             f"python -m agents.zoo train {rest} (needs pip install -e '.[zoo]')"
         )
-    p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=__doc__.split("\n")[0], formatter_class=_HelpFormatter)
     p.add_argument("--algo", default="arsm", help=f"algorithm: {', '.join(ALGOS)}")
     p.add_argument("--env", default="CartPole-v1", help="Gymnasium id (also arsm/... and module:EnvId)")
     p.add_argument("-n", "--n-timesteps", type=_positive, default=None, help="real env steps (default: the preset's)")
@@ -134,12 +144,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vec-env", default="dummy", choices=list(VEC_ENVS), help="VecEnv type (fork: arsm_rl.ForkVecEnv)")
     p.add_argument("--rollout-workers", type=_at_least(0), default=None,
                    help="ARSM family: processes for pseudo rollouts (default: the preset's, else 0: in process)")  # fmt: skip
-    p.add_argument("--rollout-backend", default=None, help="ARSM family: where rollout workers run (subproc, ray)")
-    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="keyword arguments of gym.make")
-    p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard folder ('' for none)")
+    p.add_argument("--rollout-backend", default=None,
+                   help="ARSM family: where rollout workers run (subproc, ray; default: preset's, else subproc)")  # fmt: skip
+    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
+                   help="keyword arguments of gym.make (default: the preset's env_kwargs)")  # fmt: skip
+    p.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard folder (default: none)")
     p.add_argument("-f", "--log-folder", default="logs", help="where run folders are created")
     p.add_argument("-uuid", "--uuid", action="store_true", help="append a unique id to the run folder's name")
-    p.add_argument("--eval-freq", type=int, default=25_000, help="evaluate every N real steps (<= 0 disables)")
+    p.add_argument("--eval-freq", type=int, default=None,
+                   help="evaluate every N real steps (<= 0 disables; default: about 20 times a run, <= 25000)")  # fmt: skip
+    p.add_argument("--no-stop-at-threshold", dest="stop_at_threshold", action="store_false",
+                   help="train the whole budget (default: stop once an evaluation reaches spec.reward_threshold)")  # fmt: skip
     p.add_argument("--eval-episodes", type=_positive, default=5, help="episodes per evaluation")
     p.add_argument("--n-eval-envs", type=_positive, default=1, help="envs of the evaluation VecEnv")
     p.add_argument("--eval-env-kwargs", nargs="+", default=[], metavar="KEY:VALUE",
@@ -159,7 +174,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-only", action="store_true", help="evaluate --trained-agent and exit")
     p.add_argument("--gym-packages", nargs="+", default=[], help="modules to import (they register envs)")
     p.add_argument("--device", default="auto", help="torch device")
-    p.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
+    p.add_argument("--num-threads", type=int, default=1,
+                   help="torch CPU threads (default 1: small MLPs run fastest on one; -1: torch's default, for CNNs)")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar (default: on an interactive terminal)")
     p.add_argument("--verbose", type=int, default=1, help="0 silent, 1 progress table, 2 debug (tracebacks)")
     p.add_argument("--list", action="store_true", help="print the envs each algorithm has presets for")
@@ -405,22 +421,31 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Calla
         raise UsageError(str(error)) from None
     try:
         env = gym.make(env_id, **env_kwargs)
-    except (gym.error.Error, ModuleNotFoundError) as error:
+    except (gym.error.UnregisteredEnv, ModuleNotFoundError) as error:
         raise UsageError(f"unknown env id {env_id!r} ({error}); see gymnasium.pprint_registry() or use module:EnvId") from None
-    except TypeError as error:
-        raise UsageError(f"cannot make {env_id} with env_kwargs {env_kwargs} ({error}); check env_kwargs") from None
+    except Exception as error:  # the env's constructor failed (any exception): a bad keyword or value, a missing dependency
+        with_kwargs = f" with env_kwargs {env_kwargs}" if env_kwargs else ""
+        advice = "; check env_kwargs (--env-kwargs or the preset's)" if env_kwargs else ""
+        raise UsageError(f"cannot make {env_id}{with_kwargs} ({type(error).__name__}: {error}){advice}") from None
     try:
         if wrapper is not None:
-            env = wrapper(env)
+            try:
+                env = wrapper(env)
+            except Exception as error:
+                raise UsageError(
+                    f"cannot wrap {env_id} with the preset's env_wrapper ({type(error).__name__}: {error}); check env_wrapper"
+                ) from None
         problem = observation_space_problem(env.observation_space)
         if problem is not None:
             raise UsageError(f"cannot train on {env_id}: {problem} (a preset names it in env_wrapper, as RL Zoo's do)")
         if algo in ARSM_FAMILY:
-            if not isinstance(env.action_space, spaces.Discrete | spaces.MultiDiscrete):
+            try:
+                action_dims(env.action_space)
+            except ValueError:
                 raise UsageError(
-                    f"{env_id} has a {type(env.action_space).__name__} action space; ARSM needs Discrete or "
-                    "MultiDiscrete actions (use --algo ppo or a2c for continuous control)"
-                )
+                    f"{env_id} has a {type(env.action_space).__name__} action space; ARSM needs Discrete, MultiDiscrete "
+                    "or MultiBinary actions (use --algo ppo or a2c for continuous control)"
+                ) from None
             if forks:  # fork snapshots clone any env
                 return
             try:
@@ -456,6 +481,8 @@ def make_env(
     cloneable = cloneable and vec_env != "fork"
 
     def wrapper(env: gym.Env) -> gym.Env:
+        if vec_env == "subproc":  # in the sub-env's process: Ctrl-C is the trainer's to handle (it saves, then closes us)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # as ForkVecEnv's and the rollout workers' processes do
         env = extra(env) if extra is not None else env
         return make_cloneable(env) if cloneable else env
 
@@ -619,12 +646,15 @@ def _refuse_pickled_statistics(args: argparse.Namespace) -> None:
         )
 
 
-def make_eval_env(args: argparse.Namespace, settings: dict[str, Any], seed: int) -> VecEnv:
-    """The evaluation env: ``--n-eval-envs`` envs, ``--eval-env-kwargs`` (default: the training env's kwargs)."""
+def make_eval_env(args: argparse.Namespace, settings: dict[str, Any], seed: int, vec_env: str = "dummy") -> VecEnv:
+    """The evaluation env: ``--n-eval-envs`` envs, ``--eval-env-kwargs`` (default: the training env's kwargs).
+
+    :param vec_env: a key of :data:`VEC_ENVS`
+    """
     eval_settings = dict(settings)
     if args.eval_env_kwargs:
         eval_settings["env_kwargs"] = parse_overrides(args.eval_env_kwargs, what="--eval-env-kwargs")
-    return make_env(args.env, eval_settings, args.n_eval_envs, seed, cloneable=False)
+    return make_env(args.env, eval_settings, args.n_eval_envs, seed, cloneable=False, vec_env=vec_env)
 
 
 def takes_masks(algo: type[BaseAlgorithm], env: VecEnv) -> bool:
@@ -753,6 +783,18 @@ def build_model(
     return model
 
 
+def eval_freq(args: argparse.Namespace, n_timesteps: int) -> int:
+    """Real steps between evaluations: ``--eval-freq``, else about 20 evaluations per run (as the progress tables), at
+    most RL Zoo's 25,000, so that training stops soon after it reaches the env's reward threshold."""
+    return int(args.eval_freq) if args.eval_freq is not None else min(25_000, max(n_timesteps // 20, 1))
+
+
+def reward_threshold(env: VecEnv) -> float | None:
+    """The env's ``spec.reward_threshold`` (Gymnasium's score for "solved", e.g. 475 on CartPole-v1), if it has one."""
+    threshold = getattr(env.get_attr("spec", [0])[0], "reward_threshold", None)
+    return None if threshold is None else float(threshold)
+
+
 def make_callbacks(
     args: argparse.Namespace,
     settings: dict[str, Any],
@@ -761,8 +803,13 @@ def make_callbacks(
     run_dir: Path,
     n_envs: int,
     seed: int,
+    n_timesteps: int,
 ) -> list[BaseCallback]:
-    """HParams for TensorBoard, checkpoints (``--save-freq``) and evaluation (``--eval-freq``)."""
+    """
+    HParams for TensorBoard, checkpoints (``--save-freq``) and evaluation (:func:`eval_freq`), which stops training
+    when its mean reaches the env's reward threshold (SB3's ``StopTrainingOnRewardThreshold``; not with
+    ``--no-stop-at-threshold``).
+    """
     callbacks: list[BaseCallback] = []
     if args.tensorboard_log:
         callbacks.append(HParamCallback(hparams))
@@ -770,12 +817,16 @@ def make_callbacks(
         callbacks.append(
             CheckpointCallback(max(args.save_freq // n_envs, 1), str(run_dir), name_prefix="rl_model", save_vecnormalize=True)
         )
-    if args.eval_freq > 0:
-        eval_env = _normalized_eval_env(make_eval_env(args, settings, seed + 10_000), normalize)
+    freq = eval_freq(args, n_timesteps)
+    if freq > 0:
+        # the training env's VecEnv class: SB3's EvalCallback expects it (and warns otherwise), as RL Zoo builds it
+        eval_env = _normalized_eval_env(make_eval_env(args, settings, seed + 10_000, args.vec_env), normalize)
+        threshold = reward_threshold(eval_env) if args.stop_at_threshold else None
         callbacks.append(
             (MaskableEvalCallback if takes_masks(ALGOS[args.algo], eval_env) else EvalCallback)(
                 eval_env,
-                eval_freq=max(args.eval_freq // n_envs, 1),
+                callback_on_new_best=None if threshold is None else StopTrainingOnRewardThreshold(threshold, args.verbose),
+                eval_freq=max(freq // n_envs, 1),
                 n_eval_episodes=args.eval_episodes,
                 deterministic=not args.stochastic,
                 best_model_save_path=str(run_dir),
@@ -814,15 +865,27 @@ def show_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress or (args.verbose > 0 and sys.stderr.isatty()))
 
 
+def stopped_at_threshold(callbacks: list[BaseCallback]) -> str | None:
+    """That an evaluation reached the env's reward threshold, which stopped training (:func:`make_callbacks`), or None."""
+    for callback in callbacks:
+        stop = getattr(callback, "callback_on_new_best", None)
+        if isinstance(stop, StopTrainingOnRewardThreshold) and stop.parent.best_mean_reward >= stop.reward_threshold:
+            return f"stopped at the reward threshold {stop.reward_threshold:g} (evaluation {stop.parent.best_mean_reward:.2f})"
+    return None
+
+
 def summary_line(args: argparse.Namespace, model: BaseAlgorithm, model_path: Path, seconds: float,
-                 evaluation: tuple[float, float] | None, seed: int) -> str:  # fmt: skip
-    """The run's outcome in one line: final evaluation, real and simulator steps, wall time, model, TensorBoard."""
+                 evaluation: tuple[float, float] | None, seed: int, stopped: str | None = None) -> str:  # fmt: skip
+    """The run's outcome in one line: final evaluation, real and simulator steps (and ``stopped``: why training stopped
+    early), wall time, model, TensorBoard."""
     parts = [f"{args.algo} {args.env} seed {seed}"]
     if evaluation is not None:
         parts.append(f"final evaluation {evaluation[0]:.2f} +- {evaluation[1]:.2f} over {args.eval_episodes} episodes")
     pseudo = int(getattr(model, "num_pseudo_steps", 0))
     steps = f"{model.num_timesteps:,} real steps"
     parts.append(steps + (f" + {pseudo:,} pseudo steps" if pseudo else ""))
+    if stopped is not None:
+        parts.append(stopped)
     minutes, secs = divmod(round(seconds), 60)
     parts.append(f"{minutes}m{secs:02d}s")
     parts.append(f"model {model_path}")
@@ -868,8 +931,12 @@ def learn_and_save(args: argparse.Namespace, model: BaseAlgorithm, n_timesteps: 
         deterministic = not args.stochastic
         evaluation = evaluate(model, final_eval_env, args.eval_episodes, deterministic)
     final_eval_env.close()
+    for callback in callbacks:
+        if isinstance(callback, EvalCallback):
+            callback.eval_env.close()
     if args.verbose > 0:
-        print(summary_line(args, model, model_path, seconds, evaluation, seed))
+        stopped = stopped_at_threshold(callbacks) if status == 0 else None
+        print(summary_line(args, model, model_path, seconds, evaluation, seed, stopped))
     assert model.env is not None
     model.env.close()
     return status
@@ -933,7 +1000,7 @@ def train(args: argparse.Namespace) -> int:
     with open(run_dir / "config.yml", "w") as file:
         yaml.safe_dump(config, file, sort_keys=False)
     hparams = {"algo": args.algo, "env": args.env, "seed": seed, "n_envs": n_envs, **resolved}
-    callbacks = make_callbacks(args, settings, normalize, hparams, run_dir, n_envs, seed)
+    callbacks = make_callbacks(args, settings, normalize, hparams, run_dir, n_envs, seed, n_timesteps)
     final_eval_env = _normalized_eval_env(make_eval_env(args, settings, seed + 20_000), normalize)
     return learn_and_save(args, model, n_timesteps, callbacks, run_dir, seed, final_eval_env)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,11 +140,15 @@ def test_baselines(algo: str, tmp_path: Path) -> None:
     assert ALGOS[algo].load(run / "CartPole-v1.zip").num_timesteps >= 256
 
 
-def _new_group_with_default_sigint() -> None:
-    """A process group of its own (to find its processes afterwards); and background shells start jobs with SIGINT
-    ignored, so that Python never raises KeyboardInterrupt: undo that."""
-    os.setpgrp()
+def _default_sigint() -> None:
+    """Background shells start jobs with SIGINT ignored, so that Python never raises KeyboardInterrupt: undo that."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _new_group_with_default_sigint() -> None:
+    """A process group of its own (to find its processes afterwards), with SIGINT as in a terminal."""
+    os.setpgrp()
+    _default_sigint()
 
 
 @pytest.mark.parametrize(
@@ -196,6 +201,37 @@ def _group_members(group: int) -> list[int]:
     return members
 
 
+def test_ctrl_c_in_a_terminal_with_subproc_envs(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal goes to the whole foreground process group: SubprocVecEnv's sub-env processes too. They
+    leave it to the trainer, which saves, closes them and exits with 130 (they used to die of it, and the trainer's
+    close then raised BrokenPipeError: exit 1). The trainer is held stopped while the signal reaches the group, so
+    that the sub-envs surely handle it first (which comes first is up to the scheduler)."""
+    proc = subprocess.Popen(
+        [sys.executable, TRAIN, "--num-threads", "1", "--algo", "arsm", "--env", "CartPole-v1", "-n", "1000000",
+         "--seed", "0", "--eval-freq", "-1", "--log-interval", "1", "--vec-env", "subproc", "--n-envs", "2",
+         "-params", "n_steps:32", "policy_kwargs:dict(net_arch=[16])"],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:  # wait for the first progress table: training is under way
+        if "total_timesteps" in line or time.monotonic() > deadline:
+            break
+    os.kill(proc.pid, signal.SIGSTOP)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    time.sleep(2)
+    os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Continue with: -i" in err and "Traceback" not in err and "Error" not in err
+    assert ARSM.load(tmp_path / "logs" / "arsm" / "CartPole-v1_1" / "CartPole-v1.zip").num_timesteps > 0
+    deadline = time.monotonic() + 30
+    while _group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _group_members(proc.pid) == []
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 
@@ -220,6 +256,8 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["-params", "learning_rate:lin_x"], ["malformed schedule"]),
         (["-params", "no_such_param:1"], ["takes no hyperparameter no_such_param"]),
         (["-params", "env_kwargs:dict(foo=1)"], ["cannot make CartPole-v1", "env_kwargs"]),
+        (["--env", "FrozenLake-v1", "--env-kwargs", 'map_name:"9x9"'], ["FrozenLake-v1 with env_kwargs", "(KeyError: '9x9')"]),
+        (["--env", "LunarLander-v3", "--env-kwargs", "gravity:5.0"], ["make LunarLander-v3", "(AssertionError: gravity"]),
         (["-params", "estimator:nope"], ["cannot build arsm on CartPole-v1", "Unknown estimator"]),
         (["-params", "learning_rate:abc"], ["learning_rate:'abc' is not a valid learning_rate", "float"]),
         (["-params", "learning_rate:[1,2]"], ["learning_rate:[1, 2] is not a valid learning_rate"]),
@@ -551,8 +589,8 @@ def test_inexact_clones_are_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     code = train.main(["--env", "global_random_env:GlobalRandomWalk-v0", "-n", "64", "--eval-freq", "-1"])
-    assert_one_line_error(code, capsys.readouterr().err, "cannot be cloned exactly", "not exact: reward diverged",
-                          "register_cloneable")  # fmt: skip
+    assert_one_line_error(code, capsys.readouterr().err, "cannot be cloned exactly",
+                          "not exact: the env draws from Python's random", "register_cloneable")  # fmt: skip
     assert not (tmp_path / "logs").exists()
 
 
@@ -578,3 +616,68 @@ def test_masked_env_trains_and_evaluates_with_masks(tmp_path: Path) -> None:
     result = run_train("--algo", "arsm", *env_args, "--eval-only", "-i", str(model), "--eval-episodes", "3", cwd=tmp_path)
     assert_ok(result)
     assert "over 3 episodes" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------- evaluation, help
+
+THRESHOLD_ENVS_MODULE = """
+import gymnasium as gym
+
+# CartPole with a reward threshold any episode reaches (each lasts at least 8 steps), and without one
+gym.register("LowBarCartPole-v0", entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+             max_episode_steps=500, reward_threshold=5.0)
+gym.register("NoBarCartPole-v0", entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv", max_episode_steps=500)
+"""
+
+
+def test_training_stops_at_the_reward_threshold(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    """By default the periodic evaluation (about 20 per run) stops training once its mean reaches the env's
+    spec.reward_threshold, and the summary line says so; --no-stop-at-threshold and envs without a threshold train
+    the whole budget."""
+    import numpy as np
+
+    (tmp_path / "threshold_envs.py").write_text(THRESHOLD_ENVS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    common = ["-n", "1280", "--seed", "0", "--eval-episodes", "2", "-params", *TINY_ARSM]
+    assert train.main(["--env", "threshold_envs:LowBarCartPole-v0", *common]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "; 64 real steps; stopped at the reward threshold 5 (evaluation " in summary, summary
+    run = tmp_path / "logs" / "arsm" / "threshold_envs-LowBarCartPole-v0_1"
+    assert ARSM.load(run / "threshold_envs-LowBarCartPole-v0.zip").num_timesteps == 64  # the first evaluation: 1280/20
+    assert np.load(run / "evaluations.npz")["timesteps"].tolist() == [64]
+
+    for env_id, flags, run_name in (("LowBarCartPole-v0", ["--no-stop-at-threshold"], "LowBarCartPole-v0_2"),
+                                    ("NoBarCartPole-v0", [], "NoBarCartPole-v0_1")):  # fmt: skip
+        assert train.main(["--env", f"threshold_envs:{env_id}", *common, "-n", "256", *flags]) == 0
+        summary = capsys.readouterr().out.strip().splitlines()[-1]
+        assert "; 256 real steps + " in summary and "stopped" not in summary, summary
+        evaluations = np.load(tmp_path / "logs" / "arsm" / f"threshold_envs-{run_name}" / "evaluations.npz")
+        assert evaluations["timesteps"].tolist() == list(range(12, 257, 12))  # every 256 // 20 steps
+
+
+@pytest.mark.parametrize("vec_env", ["subproc", "fork"])
+def test_eval_env_has_the_training_env_class(vec_env: str, tmp_path: Path) -> None:
+    """The periodic evaluation env is built as the training env (as RL Zoo does): SB3's EvalCallback has no reason to
+    warn that they are not of the same type."""
+    result = run_train("--algo", "arsm", "--env", "CartPole-v1", "-n", "128", "--seed", "0", "--vec-env", vec_env,
+                       "--eval-freq", "64", "--eval-episodes", "2", "-params", *TINY_ARSM, cwd=tmp_path)  # fmt: skip
+    assert_ok(result)
+    assert "not of the same type" not in result.stderr, result.stderr
+    assert "Eval num_timesteps=128" in result.stdout
+
+
+def test_help_shows_each_default_once(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    out = capsys.readouterr().out
+    options = re.split(r"\n  (?=-)", out.split("options:", 1)[1])
+    assert len(options) > 30
+    for option in options:
+        text = " ".join(option.split())
+        assert text.count("default:") <= 1, text
+        for empty in ("(default: None)", "(default: [])", "(default: )", "(default: False)"):
+            assert empty not in text
+    text = " ".join(out.split())
+    assert "--algo ALGO algorithm: arsm" in text and "(default: arsm)" in text and "(default: 5)" in text
+    assert "real env steps (default: the preset's) -" in text  # said by the help text, not repeated by argparse
