@@ -33,7 +33,7 @@ from arsm_rl.rollouts import (
     true_values,
     verify_rollouts,
 )
-from arsm_rl.rollouts.workers import BACKENDS, make_workers
+from arsm_rl.rollouts.workers import WorkerSettings
 from arsm_rl.strategies import ESTIMATORS, Draws, Estimator, JointActions, StepBatch, distinct_codes
 from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport, budget_steps, keep_probability
 
@@ -106,10 +106,13 @@ class ARSM(BaseAlgorithm):
     :param ent_coef: entropy bonus coefficient
     :param max_grad_norm: gradient clipping norm, ``None`` to disable
     :param n_rollout_workers: 0 runs the rollouts in the training process; N >= 1 shares each update's rollouts out
-        among N persistent worker processes (started by :meth:`learn`, stopped when it returns), with the same
-        result bit for bit: each rollout draws its own noise and gets its own policy rows
-    :param rollout_backend: where the workers run: ``"subproc"`` (local processes) or ``"ray"`` (Ray actors: the cluster
-        of an earlier ``ray.init(address=...)`` or of ``RAY_ADDRESS``, else a local Ray; ``pip install ray``)
+        among N persistent worker processes (started by the first update, stopped when :meth:`learn` returns), with the
+        same result bit for bit: each rollout draws its own noise and gets its own policy rows. Read with
+        ``rollout_backend`` when the model is set up (construction, :meth:`load`) into the
+        :class:`~arsm_rl.rollouts.WorkerSettings` that each training env's engine, the workers' owner, gets
+    :param rollout_backend: where the workers run, a name in :data:`~arsm_rl.rollouts.BACKENDS`: ``"subproc"`` (local
+        processes) or ``"ray"`` (Ray actors: the cluster of an earlier ``ray.init(address=...)`` or of ``RAY_ADDRESS``,
+        else a local Ray; ``pip install ray``)
     :param verify_env: before training on an env (at construction, :meth:`set_env` and :meth:`load`), check on a
         scratch copy that its snapshots restore exactly when they use anything but the built-in, tested methods,
         and, without ``pseudo_horizon`` or a time limit, that an episode of random actions ends
@@ -183,13 +186,6 @@ class ARSM(BaseAlgorithm):
             raise ValueError(f"budget_sampling must be 'update' or 'step', got {budget_sampling!r}.")
         if pseudo_horizon is not None and pseudo_horizon < 1:
             raise ValueError(f"pseudo_horizon must be None or >= 1, got {pseudo_horizon}.")
-        if not isinstance(n_rollout_workers, int) or isinstance(n_rollout_workers, bool) or n_rollout_workers < 0:
-            raise ValueError(f"n_rollout_workers must be a whole number >= 0, got {n_rollout_workers!r}.")
-        if rollout_backend not in BACKENDS:
-            raise ValueError(f"Unknown rollout_backend {rollout_backend!r}; choose one of {', '.join(BACKENDS)}.")
-        missing = BACKENDS[rollout_backend].missing() if n_rollout_workers > 0 else None
-        if missing is not None:
-            raise ImportError(missing)
         self.n_rollout_workers = n_rollout_workers
         self.rollout_backend = rollout_backend
         self.n_steps = n_steps
@@ -226,6 +222,8 @@ class ARSM(BaseAlgorithm):
         return venv
 
     def _setup_model(self) -> None:
+        # the workers' settings (checked here) go to each training env's engine, which owns the workers
+        self._worker_settings = WorkerSettings(self.rollout_backend, self.n_rollout_workers)
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self._joint = JointActions(action_dims(self.action_space), discrete=isinstance(self.action_space, spaces.Discrete))
@@ -257,7 +255,8 @@ class ARSM(BaseAlgorithm):
         self._pseudo_rng = np.random.default_rng(None if seed is None else [seed, 1])
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_engine", "_real_rng", "_pseudo_rng", "_grad_ema", "_joint", "last_update"]
+        derived = ["_engine", "_worker_settings", "_real_rng", "_pseudo_rng", "_grad_ema", "_joint", "last_update"]
+        return [*super()._excluded_save_params(), *derived]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -310,7 +309,7 @@ class ARSM(BaseAlgorithm):
     def close_rollout_workers(self) -> None:
         """Stop the rollout workers, if any are running (:meth:`learn` does it when it returns)."""
         if self._engine is not None:
-            self._engine.stop_workers()
+            self._engine.workers.close()
 
     def collect_update(self, callback: MaybeCallback = None) -> UpdateData:
         """
@@ -334,8 +333,10 @@ class ARSM(BaseAlgorithm):
     def _collect(self, env: VecEnv, callback: BaseCallback) -> UpdateData | None:
         """Take ``n_steps`` real steps in every sub-env, keeping branch points where rollouts may start."""
         assert self._last_obs is not None
-        if self._engine is None or self._engine.venv is not env:  # one engine (and scratch pool) per training env
-            self._engine = RolloutEngine(env)
+        if self._engine is None or self._engine.venv is not env:  # one engine (scratch pool, workers) per training env
+            if self._engine is not None:
+                self._engine.close()
+            self._engine = RolloutEngine(env, self._worker_settings)
         self.policy.set_training_mode(False)
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []
@@ -521,9 +522,6 @@ class ARSM(BaseAlgorithm):
         """
         assert self._engine is not None
         self.policy.set_training_mode(False)  # the policy that took the real steps (Dropout off, BatchNorm frozen)
-        if self.n_rollout_workers > 0 and self._engine.workers is None:
-            self._engine.workers = make_workers(self.rollout_backend, self.n_rollout_workers, self._engine.pool.take(1)[0],
-                                                self._engine.pipeline, self._engine.stepper)  # fmt: skip
         tails = tails or {}
         n_envs = collected.rewards.shape[1]
         branches = [_branch(collected.branches[row], self.estimator) for row, _ in requests]

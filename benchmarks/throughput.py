@@ -49,14 +49,14 @@ def rollout_rates(model: ARSM, collected: UpdateData, max_rollouts: int) -> tupl
 def worker_rates(
     env_id: str, configs: list[tuple[int, str]], max_rollouts: int, repeats: int
 ) -> list[tuple[int, str, float]]:
-    """Simulator steps/s of one update's rollouts for each (workers, backend), the same rollouts every time."""
-    model = ARSM("MlpPolicy", env_id, seed=0)
-    collected = model.collect_update()
-    model.set_random_seed(0)
-    requests = model.plan_update(collected).requests[:max_rollouts]
+    """Simulator steps/s of one update's rollouts for each (workers, backend), the same rollouts every time (a model per
+    configuration, seeded alike: the same update and requests)."""
     rates, spent = [], set()
     for workers, backend in configs:
-        model.n_rollout_workers, model.rollout_backend = workers, backend
+        model = ARSM("MlpPolicy", env_id, seed=0, n_rollout_workers=workers, rollout_backend=backend)
+        collected = model.collect_update()
+        model.set_random_seed(0)
+        requests = model.plan_update(collected).requests[:max_rollouts]
         model.set_random_seed(1)
         model.run_rollouts(collected, requests)  # starts the workers
         seconds, steps = [], 0

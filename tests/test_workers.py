@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,12 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from arsm_rl import ARSM, make_cloneable
-from arsm_rl.rollouts import POLICY_BLOCK, block_rows, pad_rows
+from arsm_rl.rollouts import BACKENDS, POLICY_BLOCK, block_rows, pad_rows, register_backend
+from arsm_rl.rollouts.workers import SubprocWorkers
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=64, seed=0)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parameters(model: ARSM) -> th.Tensor:
@@ -202,3 +206,39 @@ def test_missing_ray_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ImportError, match=r"rollout_backend='ray' needs Ray: pip install -e '\.\[ray\]'"):
         ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, rollout_backend="ray")
     ARSM("MlpPolicy", "CartPole-v1", rollout_backend="ray")  # no workers: nothing to import
+
+
+def test_the_engine_owns_the_workers_from_first_rollout_to_the_end_of_learn() -> None:
+    """The workers start with the first rollouts, stay up across updates, stop with close_rollout_workers() or when
+    learn() returns, and start again when needed."""
+    model = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, **SMALL)
+    collected = model.collect_update()
+    assert worker_processes() == []
+    requests = model.plan_update(collected).requests
+    model.run_rollouts(collected, requests)
+    first = worker_processes()
+    model.run_rollouts(collected, requests)
+    assert len(first) == 1 and worker_processes() == first  # the same process for the next rollouts
+    model.close_rollout_workers()
+    assert worker_processes() == []
+    model.learn(64, reset_num_timesteps=False)
+    assert worker_processes() == [] and model.num_pseudo_steps > 0
+
+
+def test_a_registered_backend_is_a_rollout_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backends register as estimators do (register_backend); ARSM's docstring, docs/arsm.md and train.py's help name
+    every registered one."""
+
+    class Local(SubprocWorkers):
+        name = "local_test"
+
+    monkeypatch.setitem(BACKENDS, Local.name, Local)
+    assert register_backend(Local) is Local and BACKENDS["local_test"] is Local
+    reference = ARSM("MlpPolicy", "CartPole-v1", **SMALL).learn(64)
+    shared = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, rollout_backend="local_test", **SMALL).learn(64)
+    assert th.equal(parameters(reference), parameters(shared))
+    monkeypatch.delitem(BACKENDS, Local.name)
+    docs = (ROOT / "docs" / "arsm.md").read_text()
+    help_text = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True).stdout
+    for name in BACKENDS:
+        assert f'``"{name}"``' in (ARSM.__doc__ or "") and f'`"{name}"`' in docs and name in help_text, name

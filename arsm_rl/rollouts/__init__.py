@@ -14,30 +14,27 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
   observations exactly as the real trajectory does;
 - :mod:`~arsm_rl.rollouts.steppers`: the stepper seam, "restore these snapshots, step these actions,
   return observations, rewards, ends", with its registered implementations (:data:`STEPPERS`);
-- :mod:`~arsm_rl.rollouts.engine`: :func:`run_lockstep` runs all rollouts of an update in lockstep,
-  one batched policy call per step, and :class:`RolloutEngine` holds one training env's parts;
+- :mod:`~arsm_rl.rollouts.lockstep`: :func:`run_lockstep` runs all rollouts of an update in lockstep,
+  one batched policy call per step;
+- :mod:`~arsm_rl.rollouts.workers`: the rollout workers (backends registered in :data:`BACKENDS`) and
+  :class:`WorkerPool`, which starts and stops one engine's workers;
+- :mod:`~arsm_rl.rollouts.engine`: :class:`RolloutEngine` holds one training env's parts, its workers included;
 - :mod:`~arsm_rl.rollouts.returns`: :func:`discounted_returns` turns reward sequences into action values,
   with the same floating point operations for real and pseudo trajectories (equal rewards give bit-equal values);
   :func:`true_values` and :func:`tail_horizon` value an update's real steps, completed by tail rollouts.
 """
 
-from arsm_rl.rollouts.engine import (
-    POLICY_BLOCK,
-    ActFn,
-    BranchPoint,
-    RolloutBatch,
-    RolloutEngine,
-    block_rows,
-    pad_rows,
-    run_lockstep,
-)
+from arsm_rl.rollouts.engine import RolloutEngine
+from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, block_rows, pad_rows, run_lockstep
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, flatten_steps, select_rows, stack_obs
 from arsm_rl.rollouts.policy import RacePolicy
 from arsm_rl.rollouts.returns import discounted_returns, float32_rewards, tail_horizon, trailing_start, true_values
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
+from arsm_rl.rollouts.workers import BACKENDS, WorkerPool, WorkerSettings, register_backend
 
 __all__ = [
+    "BACKENDS",
     "POLICY_BLOCK",
     "PROBE_EPISODES",
     "PROBE_STEPS",
@@ -54,12 +51,15 @@ __all__ = [
     "ScratchPool",
     "Stepper",
     "VecCloner",
+    "WorkerPool",
+    "WorkerSettings",
     "block_rows",
     "discounted_returns",
     "enable_cloning",
     "flatten_steps",
     "float32_rewards",
     "pad_rows",
+    "register_backend",
     "run_lockstep",
     "select_rows",
     "select_stepper",

@@ -9,7 +9,7 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
-from arsm_rl.rollouts.engine import pad_rows
+from arsm_rl.rollouts.lockstep import pad_rows
 from arsm_rl.rollouts.obs import Obs
 from arsm_rl.strategies import JointActions, RolloutNoise
 

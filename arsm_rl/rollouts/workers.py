@@ -18,7 +18,8 @@ import os
 import signal
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
@@ -28,11 +29,12 @@ import torch as th
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper
 
 from arsm_rl.cloning import scratch_copy
-from arsm_rl.rollouts.engine import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, run_lockstep
+from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, run_lockstep
 from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.steppers import ScratchPool, Stepper
 
-__all__ = ["BACKENDS", "RayWorkers", "RolloutWorkers", "SubprocWorkers", "make_workers", "shares"]
+__all__ = ["BACKENDS", "RayWorkers", "RolloutWorkers", "SubprocWorkers", "WorkerPool", "WorkerSettings", "register_backend",
+           "shares"]
 
 
 def shares(n_rollouts: int, n_workers: int) -> list[tuple[int, int]]:
@@ -101,6 +103,16 @@ class RolloutWorkers(ABC):
         """Stop the workers (idempotent)."""
 
 
+#: Rollout backends by ``rollout_backend`` name (:func:`register_backend`).
+BACKENDS: dict[str, type[RolloutWorkers]] = {}
+
+
+def register_backend(cls: type[RolloutWorkers]) -> type[RolloutWorkers]:
+    """Class decorator: make a :class:`RolloutWorkers` backend available as ``rollout_backend=cls.name``."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
 def _died() -> typing.NoReturn:
     raise RuntimeError("a rollout worker died (killed, or out of memory); its rollouts are lost") from None
 
@@ -130,6 +142,7 @@ def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper)
         remote.close()
 
 
+@register_backend
 class SubprocWorkers(RolloutWorkers):
     """
     Local worker processes (like ``SubprocVecEnv``: ``forkserver`` where available, else ``spawn``).
@@ -202,6 +215,7 @@ class _RayActor:
         return run_lockstep(pool, branches, first_actions, pipeline, act, horizons, stepper, max_steps, id_offset)
 
 
+@register_backend
 class RayWorkers(RolloutWorkers):
     """
     Ray actors (``pip install ray``, imported only here). Joins the cluster of an earlier ``ray.init(address=...)``
@@ -256,14 +270,57 @@ class RayWorkers(RolloutWorkers):
             self.started = False
 
 
-#: Rollout backends by ``rollout_backend`` name.
-BACKENDS: dict[str, type[RolloutWorkers]] = {SubprocWorkers.name: SubprocWorkers, RayWorkers.name: RayWorkers}
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Where an update's rollouts run: ``n_workers`` workers of the ``backend`` (0: in the training process).
+
+    :param backend: a name in :data:`BACKENDS`
+    :param n_workers: number of workers, a whole number >= 0
+    :raises ValueError: for an unknown backend or a bad number
+    :raises ImportError: when the backend's package is missing (only checked when ``n_workers > 0``)
+    """
+
+    backend: str = "subproc"
+    n_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_workers, int) or isinstance(self.n_workers, bool) or self.n_workers < 0:
+            raise ValueError(f"n_rollout_workers must be a whole number >= 0, got {self.n_workers!r}.")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"Unknown rollout_backend {self.backend!r}; choose one of {', '.join(BACKENDS)}.")
+        missing = BACKENDS[self.backend].missing() if self.n_workers > 0 else None
+        if missing is not None:
+            raise ImportError(missing)
 
 
-def make_workers(
-    backend: str, n_workers: int, scratch: gym.Env, pipeline: ObsPipeline, stepper: type[Stepper]
-) -> RolloutWorkers:
-    """:raises ValueError: for an unknown backend"""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown rollout_backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[backend](n_workers, scratch, pipeline, stepper)
+class WorkerPool:
+    """The one owner of a rollout engine's workers: started from the engine's parts on the first :meth:`run`, kept
+    across updates, stopped by :meth:`close` (and started again by a later :meth:`run`).
+
+    :param settings: the backend and the number of workers
+    :param parts: gives, when the workers start, a scratch copy of a training sub-env (each worker builds its scratch
+        envs from it), the training env's observation pipeline and the stepper
+    """
+
+    def __init__(self, settings: WorkerSettings, parts: Callable[[], tuple[gym.Env, ObsPipeline, type[Stepper]]]) -> None:
+        self.settings = settings
+        self._parts = parts
+        self._workers: RolloutWorkers | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker processes or actors are running."""
+        return self._workers is not None
+
+    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
+            max_episode_steps: int, statistics: list[Any]) -> RolloutBatch:  # fmt: skip
+        """:meth:`RolloutWorkers.run` on the workers, started first if they are not running."""
+        if self._workers is None:
+            self._workers = BACKENDS[self.settings.backend](self.settings.n_workers, *self._parts())
+        return self._workers.run(branches, first_actions, act, horizons, max_episode_steps, statistics)
+
+    def close(self) -> None:
+        """Stop the workers, if they are running (idempotent)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None

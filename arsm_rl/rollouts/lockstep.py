@@ -1,0 +1,161 @@
+"""Lockstep pseudo rollouts: all rollouts of an update stepped together, one batched policy call per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from arsm_rl.cloning import Snapshot
+from arsm_rl.forkvec.vec_env import ForkSnapshot
+from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows
+from arsm_rl.rollouts.returns import float32_rewards
+from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper
+
+__all__ = ["POLICY_BLOCK", "ActFn", "BranchPoint", "RolloutBatch", "block_rows", "pad_rows", "run_lockstep"]
+
+#: ``act(obs_batch, rollout_ids, depth, masks) -> actions``: the policy used inside pseudo rollouts.
+#: ``obs_batch`` holds the observations of the rollouts ``rollout_ids`` (indices in the request list),
+#: ``depth`` the number of steps they have already taken, ``masks`` their states' action masks as the envs return
+#: them (``None`` for envs without masks); one action per row is returned. The rows are
+#: every rollout of each block of :data:`POLICY_BLOCK` consecutive rollouts that has a live one (finished
+#: rollouts included; their actions are not used), so that a rollout's policy call always sees the same
+#: batch layout, whichever other rollouts run with it (see :func:`block_rows`).
+ActFn = Callable[[Obs, np.ndarray, int, np.ndarray | None], np.ndarray]
+
+#: Rollouts are handed to the policy in blocks of this many rows.
+POLICY_BLOCK = 16
+
+_ENDLESS = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class BranchPoint:
+    """
+    Where rollouts may start: a sub-env's state before a real step.
+
+    :param snapshot: the sub-env's exact state (a paused process copy for a ``ForkVecEnv``)
+    :param obs_state: the observation pipeline's state (frame stacks) at that point, from :meth:`ObsPipeline.capture`
+    """
+
+    snapshot: Snapshot | ForkSnapshot
+    obs_state: list[Any]
+
+
+@dataclass
+class RolloutBatch:
+    """
+    Rewards of a batch of rollouts, padded to a rectangle.
+
+    :param rewards: (R, D) float64 rewards, zero after a rollout ended
+    :param lengths: (R,) number of steps each rollout took (the first, pseudo, action included)
+    :param restore_steps: env steps spent restoring snapshots (replay-based families)
+    """
+
+    rewards: np.ndarray
+    lengths: np.ndarray
+    restore_steps: int
+
+    @property
+    def env_steps(self) -> int:
+        """Simulator steps this batch cost: rollout steps plus restore replays."""
+        return int(self.lengths.sum()) + self.restore_steps
+
+
+def run_lockstep(
+    pool: ScratchPool,
+    branches: Sequence[BranchPoint],
+    first_actions: np.ndarray,
+    pipeline: ObsPipeline,
+    act: ActFn,
+    horizons: Sequence[int | None] | None = None,
+    stepper: type[Stepper] = EnvStepper,
+    max_episode_steps: int = 100_000,
+    id_offset: int = 0,
+) -> RolloutBatch:
+    """
+    Run one rollout per branch point, all in lockstep, until each episode ends or reaches its horizon.
+
+    Rollout ``r`` restores ``branches[r]`` into a scratch env, takes ``first_actions[r]``, then
+    follows ``act``. Each lockstep iteration steps every live rollout once and calls ``act`` once
+    on the batch of live rollouts.
+
+    :param pool: scratch envs
+    :param branches: (R,) states to branch from
+    :param first_actions: (R, *action_shape) the action tried first in each rollout
+    :param pipeline: observation transforms of the training ``VecEnv``
+    :param act: policy for the steps after the first
+    :param horizons: (R,) maximum steps of each rollout (``None``: the whole episode); ``None`` for no limits
+    :param stepper: how the rollouts are stepped (a :class:`~arsm_rl.rollouts.steppers.Stepper` that supports the env)
+    :param max_episode_steps: a rollout without horizon that runs this long is taken for an env with no time
+        limit, and refused (rather than looping for ever)
+    :param id_offset: id of the first rollout (a multiple of :data:`POLICY_BLOCK`): ``act`` sees ids
+        ``id_offset + r``, so a share of an update's rollouts run elsewhere gets the ids and blocks it has in the whole
+    :return: the rollouts' rewards
+    :raises RuntimeError: when a rollout without horizon exceeds ``max_episode_steps``
+    """
+    if id_offset % POLICY_BLOCK:
+        raise ValueError(f"id_offset must be a multiple of {POLICY_BLOCK}, got {id_offset}")
+    n = len(branches)
+    if n == 0:
+        return RolloutBatch(np.zeros((0, 0)), np.zeros(0, dtype=np.int64), 0)
+    limits = np.array([_ENDLESS if h is None else h for h in (horizons or [None] * n)], dtype=np.int64)
+    snapshots = [branch.snapshot for branch in branches]
+    steppers = stepper(pool, snapshots)
+    stacks = pipeline.start([branch.obs_state for branch in branches])
+    live = np.ones(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
+    rewards: list[np.ndarray] = []
+    actions = first_actions
+    depth = 0  # steps taken by every live rollout
+    while True:  # one lockstep iteration: every live rollout takes one step
+        raw, step_rewards, ended = steppers.step(actions, live)
+        rewards.append(float32_rewards(step_rewards))
+        lengths += live
+        live &= ~ended & (lengths < limits)
+        depth += 1
+        if not live.any():
+            break
+        if depth >= max_episode_steps and (live & (limits == _ENDLESS)).any():
+            raise RuntimeError(
+                f"a pseudo rollout ran {depth} steps without its episode ending: the env seems to have no time limit; "
+                "set ARSM(pseudo_horizon=...) or wrap the env in gymnasium.wrappers.TimeLimit"
+            )
+        batch_obs = pipeline.transform(raw, stacks)
+        ids = np.flatnonzero(live)
+        rows = block_rows(ids, n)
+        actions = np.array(actions, copy=True)
+        masks = steppers.masks()
+        chosen = act(select_rows(batch_obs, rows), rows + id_offset, depth, None if masks is None else masks[rows])
+        actions[ids] = chosen[np.searchsorted(rows, ids)]
+    restore_steps = sum(snapshot.restore_steps for snapshot in snapshots)
+    return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps)
+
+
+def block_rows(ids: np.ndarray, n: int) -> np.ndarray:
+    """
+    The rows of the policy call for the live rollouts ``ids``: every rollout of each block of :data:`POLICY_BLOCK`
+    that holds one of them. A CPU matrix product's rows depend on the batch's shape (one row alone, or among 40,
+    can differ in the last bits); padded to whole blocks (see :func:`pad_rows`), a rollout's row is computed the
+    same way whichever blocks are stacked with it, which keeps training bit-identical however rollouts are split.
+
+    :param ids: sorted indices of the live rollouts
+    :param n: number of rollouts
+    :return: sorted row indices (a superset of ``ids``)
+    """
+    blocks = ids // POLICY_BLOCK
+    blocks = blocks[np.concatenate([[True], blocks[1:] != blocks[:-1]])]  # ids are sorted: the distinct blocks
+    rows = (blocks[:, None] * POLICY_BLOCK + np.arange(POLICY_BLOCK)).reshape(-1)
+    return rows[rows < n]
+
+
+def pad_rows(obs: Obs) -> Obs:
+    """:return: ``obs`` with zero rows appended up to a multiple of :data:`POLICY_BLOCK` rows (see :func:`block_rows`)"""
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        missing = -len(x) % POLICY_BLOCK
+        return np.concatenate([x, np.zeros((missing, *x.shape[1:]), dtype=x.dtype)]) if missing else x
+
+    return {key: pad(value) for key, value in obs.items()} if isinstance(obs, dict) else pad(obs)
