@@ -9,6 +9,11 @@ models are ordinary ARSM models: ``ARSM.load`` reads them).
 
 Preset lookup (:func:`load_preset`) follows RL Zoo: the env id's key, else ``atari`` for ALE
 games, else ``default``. A named variant (``--preset paper``) reads the key ``<env id>-<variant>``.
+
+The rest of the experiment machinery behind ``train.py`` lives in the submodules: ``errors`` (``UsageError``),
+``hyperparams`` (a run's preset and ``-params`` to checked constructor arguments), ``envs`` (env probing and
+building), ``models`` (model zips: sniffing, loading, weights only), ``evaluation``, ``callbacks`` and
+``experiment`` (one run); ``zoo`` runs ARSM inside RL Zoo itself.
 """
 
 from __future__ import annotations

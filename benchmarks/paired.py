@@ -15,7 +15,8 @@ import torch as th
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
 from agents import ALGOS, load_preset
-from train import build_kwargs, make_env, split_preset
+from agents.envs import make_env
+from agents.hyperparams import build_kwargs, split_preset
 
 Row = dict[str, Any]
 

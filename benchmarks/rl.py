@@ -47,17 +47,10 @@ from arsm_rl.cloning import has_masks, make_headless
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the experiment layer: agents/, train.py
 
 from agents import ALGOS, ARSM_FAMILY, load_preset
-from train import (
-    VEC_ENVS,
-    UsageError,
-    build_kwargs,
-    evaluate,
-    make_env,
-    normalize_kwargs,
-    parse_overrides,
-    probe_preset_env,
-    split_preset,
-)
+from agents.envs import VEC_ENVS, make_env, normalize_kwargs, probe_preset_env
+from agents.errors import UsageError
+from agents.evaluation import evaluate
+from agents.hyperparams import build_kwargs, parse_overrides, split_preset
 
 ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo", "maskable_ppo")
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0, "arsm/MaskedTaxi-v0": 7.0,

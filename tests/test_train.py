@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -17,6 +18,11 @@ import yaml
 
 import train
 from agents import ALGOS, ARSM_FAMILY, load_preset, preset_envs
+from agents.callbacks import eval_freq
+from agents.envs import normalize_kwargs
+from agents.experiment import next_run_dir, show_progress
+from agents.hyperparams import build_kwargs, check_types, parse_overrides, split_preset
+from agents.models import model_algo
 from arsm_rl import ARSM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +277,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["--n-trials", "3"], ["python -m agents.zoo train"]),
         (["--weights-only"], ["--weights-only needs -i"]),
         (["--rollout-workers", "-1"], ["--rollout-workers: must be >= 0"]),
-        (["--rollout-backend", "nope"], ["Unknown rollout_backend 'nope'; choose one of subproc, ray"]),
+        (["--rollout-backend", "nope"], ["argument --rollout-backend: invalid choice: 'nope' (choose from 'subproc', 'ray')"]),
         (["--algo", "ppo", "--rollout-workers", "2"], ["--rollout-workers is for the ARSM family"]),
         (["--env", "Blackjack-v1"], ["cannot train on Blackjack-v1", "Tuple observations", "FlattenObservation"]),
         (["--env", "MiniGrid-FourRooms-v0"], ["text part 'mission'", "ImgObsWrapper", "FlatObsWrapper"]),
@@ -319,7 +325,7 @@ def test_model_of_another_algo(saved: str, asked: str, mode: list[str], tmp_path
     monkeypatch.chdir(tmp_path)
     code = train.main(["--algo", asked, "-i", str(tmp_path / "model.zip"), "--eval-freq", "-1", *mode])
     assert_one_line_error(code, capsys.readouterr().err, f"model of --algo {saved}, not --algo {asked}: pass --algo {saved}")
-    assert train.model_algo(tmp_path / "model.zip") == saved
+    assert model_algo(tmp_path / "model.zip") == saved
     assert not (tmp_path / "logs").exists()
 
 
@@ -335,6 +341,28 @@ def test_list(capsys: pytest.CaptureFixture) -> None:
     assert train.main(["--list"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("arsm: ") and "CartPole-v1" in out and "\nppo: " in out and "\na2c: " in out
+
+
+def test_the_machinery_does_not_import_the_command_line() -> None:
+    """agents/ holds the experiment machinery and train.py the command line on top of it: no module of agents/ imports
+    train.py (no import cycle)."""
+    for path in (ROOT / "agents").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert "train" not in imported, path
+
+
+def test_settings_pieces(tmp_path: Path) -> None:
+    """-params values, a preset's normalize setting, the evaluation interval and run folder numbering."""
+    assert parse_overrides(["learning_rate:0.02", "estimator:rloo", "net_arch:[64, 64]", "max_pseudo_rollouts:None"]) == {
+        "learning_rate": 0.02, "estimator": "rloo", "net_arch": [64, 64], "max_pseudo_rollouts": None}  # fmt: skip
+    assert normalize_kwargs("dict(norm_obs=True)", 0.98) == {"norm_obs": True, "gamma": 0.98}
+    assert normalize_kwargs(True, None) == {} and normalize_kwargs(False, 0.99) is None
+    assert eval_freq(train.parse_args([]), 10_000) == 500 and eval_freq(train.parse_args([]), 10**7) == 25_000
+    assert eval_freq(train.parse_args(["--eval-freq", "-1"]), 10_000) == -1
+    first, second = (next_run_dir(str(tmp_path), "arsm", "ALE/Pong-v5") for _ in range(2))
+    assert (first.name, second.name) == ("ALE-Pong-v5_1", "ALE-Pong-v5_2") and second.parent == tmp_path / "arsm"
 
 
 # ---------------------------------------------------------------------------------------------- presets
@@ -353,9 +381,9 @@ def test_presets_complete_and_valid() -> None:
     for algo in ("arsm", "a2c", "ppo"):
         for key in preset_envs(algo):
             _, raw = load_preset(algo, key) if not key.endswith("-paper") else load_preset(algo, key[:-6], variant="paper")
-            settings, hyper = train.split_preset(algo, raw)  # raises on keys the constructor does not take
-            kwargs = train.build_kwargs(hyper)
-            train.check_types(algo, kwargs)  # raises on values of the wrong type
+            settings, hyper = split_preset(algo, raw)  # raises on keys the constructor does not take
+            kwargs = build_kwargs(hyper)
+            check_types(algo, kwargs)  # raises on values of the wrong type
             assert isinstance(kwargs.get("policy_kwargs", {}), dict)
             assert float(settings.get("n_timesteps", 1)) > 0
 
@@ -363,8 +391,8 @@ def test_presets_complete_and_valid() -> None:
 def test_paper_preset() -> None:
     key, raw = load_preset("arsm", "CartPole-v1", variant="paper")
     assert key == "CartPole-v1-paper"
-    _, hyper = train.split_preset("arsm", raw)
-    kwargs = train.build_kwargs(hyper)
+    _, hyper = split_preset("arsm", raw)
+    kwargs = build_kwargs(hyper)
     assert kwargs["learning_rate"] == 0.03 and kwargs["max_pseudo_rollouts"] == 16 and kwargs["gamma"] == 0.99
     assert kwargs["policy_kwargs"]["net_arch"] == [10, 10]
     assert kwargs["policy_kwargs"]["activation_fn"].__name__ == "ReLU"
@@ -597,10 +625,10 @@ def test_inexact_clones_are_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_progress_bar_by_default_on_a_terminal(monkeypatch) -> None:
     args = train.parse_args([])
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert train.show_progress(args)
-    assert not train.show_progress(train.parse_args(["--verbose", "0"]))
+    assert show_progress(args)
+    assert not show_progress(train.parse_args(["--verbose", "0"]))
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert not train.show_progress(args) and train.show_progress(train.parse_args(["-P"]))
+    assert not show_progress(args) and show_progress(train.parse_args(["-P"]))
 
 
 def test_masked_env_trains_and_evaluates_with_masks(tmp_path: Path) -> None:
