@@ -27,7 +27,7 @@ from arsm_rl.cloning import NotCloneableError, clone_state, make_cloneable, regi
 from arsm_rl.forkvec.vec_env import ForkVecEnv, fork_problem
 from arsm_rl.policies import action_dims, observation_space_problem
 
-__all__ = ["VEC_ENVS", "env_name", "make_env", "normalize_kwargs", "probe_env", "probe_preset_env"]
+__all__ = ["VEC_ENVS", "env_name", "make_env", "make_or_explain", "normalize_kwargs", "probe_env", "probe_preset_env"]
 
 #: ``--vec-env`` choices: ForkVecEnv's sub-envs need no cloneable wrapper (their snapshots are process forks)
 VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv, "fork": ForkVecEnv}
@@ -81,6 +81,21 @@ def probe_preset_env(env_id: str, algo: str, settings: dict[str, Any], forks: bo
     probe_env(env_id, algo, env_kwargs, _wrapper_from_spec(settings.get("env_wrapper")), forks)
 
 
+def make_or_explain(env_id: str, env_kwargs: dict[str, Any], source: str = "--env-kwargs or the preset's") -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)``, with an unknown id or a failing constructor as one :class:`UsageError` line.
+
+    :param source: where the kwargs came from, for the advice
+    """
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except (gym.error.UnregisteredEnv, ModuleNotFoundError) as error:
+        raise UsageError(f"unknown env id {env_id!r} ({error}); see gymnasium.pprint_registry() or use module:EnvId") from None
+    except Exception as error:  # the env's constructor failed (any exception): a bad keyword or value, a missing dependency
+        with_kwargs = f" with env_kwargs {env_kwargs}" if env_kwargs else ""
+        advice = f"; check env_kwargs ({source})" if env_kwargs else ""
+        raise UsageError(f"cannot make {env_id}{with_kwargs} ({type(error).__name__}: {error}){advice}") from None
+
+
 def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None = None,
               forks: bool = False) -> None:  # fmt: skip
     """
@@ -95,14 +110,7 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Calla
         register_optional_envs(env_id)
     except ImportError as error:  # e.g. "ALE/Pong-v5 needs ale-py: pip install -e '.[atari]'"
         raise UsageError(str(error)) from None
-    try:
-        env = gym.make(env_id, **env_kwargs)
-    except (gym.error.UnregisteredEnv, ModuleNotFoundError) as error:
-        raise UsageError(f"unknown env id {env_id!r} ({error}); see gymnasium.pprint_registry() or use module:EnvId") from None
-    except Exception as error:  # the env's constructor failed (any exception): a bad keyword or value, a missing dependency
-        with_kwargs = f" with env_kwargs {env_kwargs}" if env_kwargs else ""
-        advice = "; check env_kwargs (--env-kwargs or the preset's)" if env_kwargs else ""
-        raise UsageError(f"cannot make {env_id}{with_kwargs} ({type(error).__name__}: {error}){advice}") from None
+    env = make_or_explain(env_id, env_kwargs)
     try:
         if wrapper is not None:
             try:

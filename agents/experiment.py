@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from agents import ALGOS, ARSM_FAMILY
 from agents.callbacks import make_callbacks, stopped_at_threshold
-from agents.envs import env_name, make_env, normalize_kwargs, probe_preset_env
+from agents.envs import env_name, make_env, make_or_explain, normalize_kwargs, probe_preset_env
 from agents.errors import UsageError
 from agents.evaluation import evaluate, evaluate_only, make_eval_env, normalized_eval_env
 from agents.hyperparams import (
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if args.env_kwargs:
         settings["env_kwargs"] = parse_overrides(args.env_kwargs, what="--env-kwargs")
     probe_preset_env(args.env, args.algo, settings, forks=args.vec_env == "fork")
+    if args.eval_env_kwargs:
+        make_or_explain(args.env, parse_overrides(args.eval_env_kwargs, what="--eval-env-kwargs"), "--eval-env-kwargs").close()
     normalize = normalize_kwargs(settings.get("normalize"), hyperparams.get("gamma"))
     kwargs = build_kwargs(hyperparams)
     check_types(args.algo, kwargs)

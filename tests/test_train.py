@@ -263,6 +263,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["-params", "no_such_param:1"], ["takes no hyperparameter no_such_param"]),
         (["-params", "env_kwargs:dict(foo=1)"], ["cannot make CartPole-v1", "env_kwargs"]),
         (["--env", "FrozenLake-v1", "--env-kwargs", 'map_name:"9x9"'], ["FrozenLake-v1 with env_kwargs", "(KeyError: '9x9')"]),
+        (["--env", "FrozenLake-v1", "--eval-env-kwargs", 'map_name:"9x9"'], ["(KeyError: '9x9'); check env_kwargs (--eval"]),
         (["--env", "LunarLander-v3", "--env-kwargs", "gravity:5.0"], ["make LunarLander-v3", "(AssertionError: gravity"]),
         (["-params", "estimator:nope"], ["cannot build arsm on CartPole-v1", "Unknown estimator"]),
         (["-params", "learning_rate:abc"], ["learning_rate:'abc' is not a valid learning_rate", "float"]),
