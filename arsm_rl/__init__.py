@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from arsm_rl.arsm import ARSM
     from arsm_rl.cloning import check_cloneable, clone_state, make_cloneable, restore_state, scratch_copy
+    from arsm_rl.estimators import ESTIMATORS, Estimator, register_estimator
     from arsm_rl.forkvec.vec_env import ForkVecEnv
     from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
-    from arsm_rl.strategies import ESTIMATORS, Estimator, register_estimator
     from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport
 
 __version__ = "0.1.0"
@@ -22,10 +22,10 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _HOMES = {
     "ARSM": "arsm_rl.arsm",
-    "ESTIMATORS": "arsm_rl.strategies",
+    "ESTIMATORS": "arsm_rl.estimators",
     "ARSMPolicy": "arsm_rl.policies",
     "CnnPolicy": "arsm_rl.policies",
-    "Estimator": "arsm_rl.strategies",
+    "Estimator": "arsm_rl.estimators",
     "ForkVecEnv": "arsm_rl.forkvec.vec_env",
     "MlpPolicy": "arsm_rl.policies",
     "MultiInputPolicy": "arsm_rl.policies",
@@ -36,7 +36,7 @@ _HOMES = {
     "check_cloneable": "arsm_rl.cloning",
     "clone_state": "arsm_rl.cloning",
     "make_cloneable": "arsm_rl.cloning",
-    "register_estimator": "arsm_rl.strategies",
+    "register_estimator": "arsm_rl.estimators",
     "restore_state": "arsm_rl.cloning",
     "scratch_copy": "arsm_rl.cloning",
 }
@@ -64,7 +64,7 @@ __all__ = [
 
 
 #: subpackages and modules, reachable as attributes as when this package imported them all
-_SUBMODULES = ("arsm", "cloning", "estimators", "forkvec", "policies", "rollouts", "strategies", "updates")
+_SUBMODULES = ("actions", "arsm", "cloning", "estimators", "forkvec", "policies", "rollouts", "strategies", "updates")
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,9 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
+from arsm_rl.actions import JointActions, distinct_codes
 from arsm_rl.cloning import register_optional_envs
+from arsm_rl.estimators import ESTIMATORS, Draws, Estimator, StepBatch
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
     BranchPoint,
@@ -34,7 +36,6 @@ from arsm_rl.rollouts import (
     verify_rollouts,
 )
 from arsm_rl.rollouts.workers import WorkerSettings
-from arsm_rl.strategies import ESTIMATORS, Draws, Estimator, JointActions, StepBatch, distinct_codes
 from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport, budget_steps, keep_probability
 
 __all__ = ["ARSM"]
@@ -81,13 +82,13 @@ class ARSM(BaseAlgorithm):
     :param learning_rate: learning rate, a float or a schedule of the progress remaining (from 1 to 0)
     :param n_steps: real steps per sub-env per update
     :param gamma: discount factor of the action values
-    :param estimator: a name in :data:`~arsm_rl.strategies.ESTIMATORS`: ``"arsm"`` (default); ``"ars"``
+    :param estimator: a name in :data:`~arsm_rl.estimators.ESTIMATORS`: ``"arsm"`` (default); ``"ars"``
         (one random reference category per step); ``"ar"`` and ``"reinforce"`` (real returns only, no
         rollouts); the matched-budget self-critic peers ``"rloo"`` (K = max(nvec) i.i.d. actions per
         step, the real one and K-1 fresh draws, leave-one-out baseline; each distinct action other
         than the real one is rolled out once) and ``"all_action"`` (every action rolled out, exact
         expectation over actions; ``Discrete`` only); or any estimator registered with
-        :func:`~arsm_rl.strategies.register_estimator`
+        :func:`~arsm_rl.estimators.register_estimator`. It may be set later too (``model.estimator = "rloo"``).
     :param max_pseudo_rollouts: budget of pseudo rollouts per update (tail rollouts not included);
         ``None`` rolls out at every informative step. Over budget, m informative steps are drawn
         uniformly at random, m = budget / (mean rollouts per informative step), and reweighted by
@@ -176,8 +177,6 @@ class ARSM(BaseAlgorithm):
             seed=seed,
             supported_action_spaces=(spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"Unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}.")
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
         if max_pseudo_rollouts is not None and max_pseudo_rollouts < 1:
@@ -227,7 +226,7 @@ class ARSM(BaseAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self._joint = JointActions(action_dims(self.action_space), discrete=isinstance(self.action_space, spaces.Discrete))
-        self.strategy.check(self._joint)
+        self.estimator = self.estimator  # builds and checks its strategy: load() sets the name in __dict__, past the setter
         self._verify(self.env)
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
@@ -244,9 +243,28 @@ class ARSM(BaseAlgorithm):
             verify_rollouts(env, horizon=self.pseudo_horizon, seed=0 if self.seed is None else self.seed)
 
     @property
+    def estimator(self) -> str:
+        """The gradient estimator's name, a key of :data:`~arsm_rl.estimators.ESTIMATORS`; setting it builds
+        :attr:`strategy` (checked against the action space once the model is set up)."""
+        name: str = self.__dict__["estimator"]
+        return name
+
+    @estimator.setter
+    def estimator(self, name: str) -> None:
+        if name not in ESTIMATORS:
+            raise ValueError(f"Unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}.")
+        strategy = ESTIMATORS[name]()
+        if hasattr(self, "_joint"):  # the model is set up: the estimator must handle its action space
+            strategy.check(self._joint)
+        # Kept in __dict__ under its own name: SB3's save() writes __dict__ as it is (the model zip holds the name,
+        # not the object) and load() restores it there, past this setter, before _setup_model sets it again.
+        self.__dict__["estimator"] = name
+        self._strategy = strategy
+
+    @property
     def strategy(self) -> Estimator:
-        """The :class:`~arsm_rl.strategies.Estimator` named by :attr:`estimator` (read at every use)."""
-        return ESTIMATORS[self.estimator]()
+        """The :class:`~arsm_rl.estimators.Estimator` named by :attr:`estimator`, built once each time that is set."""
+        return self._strategy
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """Seed torch, numpy, the action space and ARSM's two noise streams (real and pseudo)."""
@@ -255,7 +273,8 @@ class ARSM(BaseAlgorithm):
         self._pseudo_rng = np.random.default_rng(None if seed is None else [seed, 1])
 
     def _excluded_save_params(self) -> list[str]:
-        derived = ["_engine", "_worker_settings", "_real_rng", "_pseudo_rng", "_grad_ema", "_joint", "last_update"]
+        derived = ["_engine", "_worker_settings", "_real_rng", "_pseudo_rng", "_grad_ema", "_joint", "_strategy",
+                   "last_update"]  # fmt: skip
         return [*super()._excluded_save_params(), *derived]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -399,7 +418,17 @@ class ARSM(BaseAlgorithm):
     # ------------------------------------------------------------------ update
 
     def train(self, collected: UpdateData) -> None:  # type: ignore[override]
-        """One gradient step from an update's real experience and its pseudo rollouts (see :attr:`last_update`)."""
+        """
+        One gradient step from an update's real experience and its pseudo rollouts (see :attr:`last_update`).
+
+        Unlike SB3's ``OnPolicyAlgorithm.train()``, which takes no argument and reads the rollout buffer held on
+        ``self``, this takes the update's data as a value (hence the ``type: ignore[override]``): the public update
+        API (:meth:`collect_update`, :meth:`plan_update`, :meth:`run_rollouts`, :meth:`train`) passes each update's
+        data from step to step explicitly, so one collected update can be planned, rolled out and trained on, or
+        trained on again with another estimator, and nothing of it outlives the update.
+
+        :param collected: from :meth:`collect_update`
+        """
         self._update_learning_rate(self.policy.optimizer)
         start = time.perf_counter()
         n, n_envs = collected.rewards.shape

@@ -29,7 +29,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from arsm_rl.strategies import JointActions
+from arsm_rl.actions import JointActions
 
 __all__ = ["ARSMPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "action_dims", "observation_space_problem"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from arsm_rl.estimators import Selection
 from arsm_rl.rollouts import BranchPoint
-from arsm_rl.strategies import Selection
 
 __all__ = ["RolloutValues", "UpdateData", "UpdatePlan", "UpdateReport", "budget_steps", "keep_probability"]
 

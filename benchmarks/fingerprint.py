@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import platform
 import time
@@ -34,13 +35,20 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from rl import build
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnvMultiDiscrete
 
-from arsm_rl import ARSM
+from arsm_rl import ARSM, ESTIMATORS
+from arsm_rl.actions import JointActions
+from arsm_rl.policies import action_dims
 
 Config = Callable[[], tuple[ARSM, int]]
+#: ARSM's default estimator, which the default configurations run
+DEFAULT_ESTIMATOR = inspect.signature(ARSM).parameters["estimator"].default
+#: registered estimators without a MultiDiscrete configuration, and why (every other one that takes MultiDiscrete has one)
+MULTIDISCRETE_LEFT_OUT = {"ar": "rollout-free like reinforce, reading each dimension's noise as arsm does: both run"}
 #: Random directions the parameters are projected on.
 PROBES = 8
 #: Tolerance of the parameter signature, relative to the parameters' norm.
@@ -99,6 +107,20 @@ def machine() -> dict[str, str]:
     return {"cpu": name, **{package: version(package) for package in ("torch", "numpy", "gymnasium", "stable_baselines3")}}
 
 
+def multidiscrete_estimators(space: spaces.MultiDiscrete) -> list[str]:
+    """The registered estimators that take actions of ``space``, but :data:`MULTIDISCRETE_LEFT_OUT`."""
+    actions = JointActions(action_dims(space), discrete=False)
+    out = []
+    for name, estimator in ESTIMATORS.items():
+        try:
+            estimator().check(actions)
+        except ValueError:
+            continue
+        if name not in MULTIDISCRETE_LEFT_OUT:
+            out.append(name)
+    return out
+
+
 def configs(quick: bool) -> dict[str, Config]:
     """Name -> a function building ``(model, real steps)``; ``quick`` keeps the CartPole and MultiDiscrete ones."""
     out: dict[str, Config] = {}
@@ -106,8 +128,9 @@ def configs(quick: bool) -> dict[str, Config]:
         out[f"CartPole-v1/default/seed{s}"] = lambda s=s: (ARSM("MlpPolicy", "CartPole-v1", seed=s), 4096)
         out[f"Acrobot-v1/preset/seed{s}"] = lambda s=s: (build("arsm", "Acrobot-v1", s)[0], 4096)
         out[f"LunarLander-v3/preset/seed{s}"] = lambda s=s: (build("arsm", "LunarLander-v3", s)[0], 4096)
-    for est in ("ars", "ar", "reinforce", "rloo", "all_action"):
-        out[f"CartPole-v1/{est}"] = lambda est=est: (ARSM("MlpPolicy", "CartPole-v1", estimator=est, seed=0), 2048)
+    for est in ESTIMATORS:
+        if est != DEFAULT_ESTIMATOR:
+            out[f"CartPole-v1/{est}"] = lambda est=est: (ARSM("MlpPolicy", "CartPole-v1", estimator=est, seed=0), 2048)
     out["Acrobot-v1/rloo/budget"] = lambda: (
         ARSM("MlpPolicy", "Acrobot-v1", estimator="rloo", max_pseudo_rollouts=48, n_steps=128, seed=1), 1024)
     out["Acrobot-v1/ars/horizon"] = lambda: (
@@ -115,7 +138,7 @@ def configs(quick: bool) -> dict[str, Config]:
     out["CartPole-v1/n_envs2/share"] = lambda: (
         ARSM("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=3), n_steps=64, share_noise=True,
              pseudo_horizon=30, max_pseudo_rollouts=40, seed=3), 2048)
-    for est in ("arsm", "ars", "rloo", "reinforce"):
+    for est in multidiscrete_estimators(IdentityEnvMultiDiscrete(3, ep_length=20).action_space):
         out[f"MultiDiscrete/{est}"] = lambda est=est: (
             ARSM("MlpPolicy", IdentityEnvMultiDiscrete(3, ep_length=20), estimator=est, n_steps=64, seed=0), 1024)
     if quick:

@@ -69,11 +69,20 @@ from outputs import add_output, resolve_outputs
 from stable_baselines3.common.env_util import make_vec_env
 
 from arsm_rl import ARSM
+from arsm_rl import ESTIMATORS as REGISTRY
 
 ENV_ID = "CartPole-v1"
 GAMMA = 0.99
-ESTIMATORS = ("arsm", "ar", "reinforce", "rloo", "all_action", "a2c")
-ROLLOUT_FREE = ("reinforce", "ar", "a2c")
+#: registered estimators this benchmark leaves out, and why (it measures every other one)
+LEFT_OUT = {"ars": "ARSM with one reference column instead of all: ARSM's rows stand for the swap estimators"}
+#: the estimators measured: the registered ones, and A2C's advantage estimator ("a2c": REINFORCE's draw minus the
+#: gradient of a fitted value baseline, see sample_gradients)
+ESTIMATORS = (*(name for name in REGISTRY if name not in LEFT_OUT), "a2c")
+#: those that use the real returns only: they share each real batch
+ROLLOUT_FREE = tuple(name for name in ESTIMATORS if name == "a2c" or not REGISTRY[name].rolls_out)
+#: those that roll out, each sampled on its own (ARSM first: its simulator steps set the matched budget)
+ROLLING = tuple(name for name in ESTIMATORS if name not in ROLLOUT_FREE)
+#: display names (an estimator without one shows its name)
 LABELS = {
     "arsm": "ARSM",
     "ar": "AR",
@@ -82,6 +91,13 @@ LABELS = {
     "all_action": "all-action",
     "a2c": "A2C (value baseline)",
 }
+#: the summary's row order, as benchmarks/README.md discusses them; estimators not named here follow, as measured
+SUMMARY_ORDER = ("arsm", "all_action", "rloo", "a2c", "reinforce", "ar")
+
+
+def label(name: str) -> str:
+    """The display name of an estimator."""
+    return LABELS.get(name, name)
 
 
 @dataclass
@@ -210,8 +226,8 @@ def sample_gradients(
     """
     Independent per-update gradient estimates at frozen parameters ``state`` (through ARSM's public update API).
 
-    ``estimators`` is one rollout estimator (``arsm``, ``rloo``, ``all_action``) or any of ``reinforce``, ``ar``
-    and ``a2c``, which then share each real batch. The model uses plain SGD, learning rate 1 and no clipping,
+    ``estimators`` is one estimator of :data:`ROLLING` or any of :data:`ROLLOUT_FREE`, which then share each real
+    batch. The model uses plain SGD, learning rate 1 and no clipping,
     so after ``train()`` the parameters' ``.grad`` is minus the update's gradient estimate; the parameters are
     restored after every ``train()``.
     """
@@ -352,14 +368,14 @@ def run_snapshot(index: int, step: int, state: dict[str, th.Tensor], cfg: Config
     ref_mean, signal, ref_cos = reference_stats(ref)
     critic, explained = fit_value_baseline(state, cfg, seed + 7)
     natural: dict[str, Samples] = {}
-    for k, name in enumerate(("arsm", "rloo", "all_action")):
+    for k, name in enumerate(ROLLING):
         repeats = cfg.arsm_repeats if name == "arsm" else cfg.repeats
         natural.update(sample_gradients(state, (name,), cfg, seed=seed + 10 + k, repeats=repeats, n_steps=n))
     natural.update(sample_gradients(state, ROLLOUT_FREE, cfg, seed=seed + 20, repeats=cfg.repeats, n_steps=n, critic=critic))
     budget_steps = float(np.mean(natural["arsm"].sim_steps))
     budget_rollouts = max(1, round(float(np.mean(natural["arsm"].rollouts))))
     matched = {"arsm": natural["arsm"]}
-    for k, name in enumerate(("rloo", "all_action")):
+    for k, name in enumerate(name for name in ROLLING if name != "arsm"):
         if budget_rollouts >= max(natural[name].rollouts):  # the cap would not bind: same law, reuse the draws
             matched[name] = natural[name]
         else:
@@ -450,7 +466,7 @@ def plot(rows: list[dict[str, Any]], path: Path, n_steps: int) -> None:
             nsr = np.array([r["noise_to_signal"] for r in sub])
             interval = np.array([[r["nsr_boot_lo"] for r in sub], [r["nsr_boot_hi"] for r in sub]])
             spread = np.clip(np.abs(interval - nsr), 0.0, None)
-            axes[i, 0].errorbar(x, nsr, yerr=spread, marker="o", capsize=3, label=LABELS[name])
+            axes[i, 0].errorbar(x, nsr, yerr=spread, marker="o", capsize=3, label=label(name))
             axes[i, 1].errorbar(
                 x, [r["cosine_mean"] for r in sub], yerr=[2 * r["cosine_se"] for r in sub], marker="o", capsize=3
             )
@@ -504,7 +520,7 @@ def markdown(rows: list[dict[str, Any]], cfg: Config, command: str, seconds: flo
                 continue
             real = f"{r['n_envs']}x{r['n_steps']}" if r["n_envs"] > 1 else str(r["n_steps"])
             lines.append(
-                f"| {r['snapshot_steps']} | {LABELS[r['estimator']]} | {real} | {r['max_pseudo_rollouts'] or '-'} "
+                f"| {r['snapshot_steps']} | {label(r['estimator'])} | {real} | {r['max_pseudo_rollouts'] or '-'} "
                 f"| {r['sim_steps']:.0f} | {fmt(r['total_variance'])} "
                 f"| {fmt(r['noise_to_signal'])} [{fmt(r['nsr_boot_lo'])}, {fmt(r['nsr_boot_hi'])}] "
                 f"| {fmt(r['nsr_x_ksteps'])} | {r['cosine_mean']:.3f} ± {r['cosine_se']:.3f} "
@@ -536,7 +552,16 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         f"{s} steps (return {cell['reference', 'all_action', s]['policy_return']:.0f})" for s in snapshots
     )
     rule = "|---|" + "---|" * len(snapshots)
-    order = ("arsm", "all_action", "rloo", "a2c", "reinforce", "ar")
+    measured = dict.fromkeys(r["estimator"] for r in rows if r["setting"] == "natural")
+    order = sorted(measured, key=lambda name: SUMMARY_ORDER.index(name) if name in SUMMARY_ORDER else len(SUMMARY_ORDER))
+
+    def reused(r: dict[str, Any]) -> bool:
+        """A matched cell whose draws are the natural ones (no cap, one env)."""
+        return r["max_pseudo_rollouts"] == "" and r["n_envs"] == 1
+
+    # matched rows with draws of their own at some snapshot, the larger real batches (the rollout-free ones) first
+    own = [name for name in order if not all(reused(cell["matched", name, s]) for s in snapshots)]
+    own.sort(key=lambda name: all(cell["matched", name, s]["n_envs"] == 1 for s in snapshots))
     lines: list[str] = []
     for setting in ("natural", "matched"):
         lines += [f"**{setting}**", "", header + " |", rule]
@@ -552,10 +577,10 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
                     text += f", cap {r['max_pseudo_rollouts']}"
                 elif setting == "matched" and r["n_envs"] > 1:
                     text += f", {r['n_envs']}x{r['n_steps']} real"
-                elif setting == "matched" and name in ("rloo", "all_action"):
+                elif setting == "matched" and name in ROLLING and name != "arsm":
                     text += " (no cap: under ARSM's budget)"
                 cells.append(text)
-            lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
         "**bias check**: projection of the draws' mean on g (1 = unbiased) ± its standard error with the reference's "
@@ -564,20 +589,19 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
         header + " |",
         rule,
     ]
-    for setting, names in (("natural", order), ("matched", ("a2c", "reinforce", "ar", "all_action"))):
+    for setting, names in (("natural", order), ("matched", own)):
         for name in names:
             cells = []
             for s in snapshots:
                 r = cell[setting, name, s]
-                reused = setting == "matched" and r["max_pseudo_rollouts"] == "" and r["n_envs"] == 1
                 cells.append(
                     "= natural"
-                    if reused
+                    if setting == "matched" and reused(r)
                     else f"{r['projection_mean']:.2f} ± {r['projection_se_total']:.2f}, z {r['projection_z']:+.1f} "
                     f"({r['repeats']})"
                 )
-            label = LABELS[name] + (", matched" if setting == "matched" else "")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            title = label(name) + (", matched" if setting == "matched" else "")
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

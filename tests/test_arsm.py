@@ -213,7 +213,9 @@ def test_pseudo_rollouts_leave_the_real_trajectory_alone() -> None:
         monitor = Monitor(gym.make("CartPole-v1"))
         model = ARSM("MlpPolicy", monitor, estimator=estimator, learning_rate=0.0, seed=4, **SMALL).learn(320)
         assert model.num_pseudo_steps > 0 or estimator == "reinforce"
-        episodes[estimator] = (monitor.get_episode_rewards(), monitor.get_episode_lengths(), model._last_obs.copy())
+        rewards, lengths = list(monitor.get_episode_rewards()), list(monitor.get_episode_lengths())
+        next_obs = model.collect_update().obs[0]  # where the real trajectory stands: the next update starts there
+        episodes[estimator] = (rewards, lengths, next_obs)
     assert episodes["arsm"][0] == episodes["reinforce"][0]
     assert episodes["arsm"][1] == episodes["reinforce"][1]
     assert np.array_equal(episodes["arsm"][2], episodes["reinforce"][2])

@@ -767,7 +767,8 @@ def test_atari_sticky_action_memory_is_restored() -> None:
             break
     else:
         pytest.fail("no snapshot point whose first frame repeats the previous action")
-    assert ale_rng_state(tracker._ale) == tracker.rng_state(), "tracker's RNG mirror is out of sync with ALE"
+    # the tracker hands cloneState on to ALE itself: ale_rng_state reads ALE's own RNG, against the mirror
+    assert ale_rng_state(tracker) == tracker.rng_state(), "tracker's RNG mirror is out of sync with ALE"
     snap = clone_state(env)
     continuation = [2] * 5 + actions(env, 8, 30)  # RIGHT first: a stale LEFT memory would show
     reference = transitions(twin, continuation)

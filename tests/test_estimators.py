@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import torch as th
 
+from arsm_rl.actions import JointActions
+from arsm_rl.estimators import ESTIMATORS as ESTIMATORS_BY_NAME
 from arsm_rl.estimators import (
+    Draws,
+    StepBatch,
     all_action_gradient,
     ar_gradient,
     ars_gradient,
@@ -27,8 +31,6 @@ from arsm_rl.estimators import (
     rloo_gradient,
     swap_pseudo_actions,
 )
-from arsm_rl.strategies import ESTIMATORS as ESTIMATORS_BY_NAME
-from arsm_rl.strategies import Draws, JointActions, StepBatch
 
 ALPHA = 1e-3  # family-wise false-alarm rate of each Monte Carlo test
 

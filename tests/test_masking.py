@@ -20,8 +20,9 @@ from test_estimators import bonferroni_z
 from test_exact_gradient import cosine_and_ratio, mean_update
 
 from arsm_rl import ARSM, make_cloneable
+from arsm_rl.actions import JointActions
 from arsm_rl.cloning import check_cloneable, unverified_parts
-from arsm_rl.strategies import ESTIMATORS, Draws, JointActions, StepBatch
+from arsm_rl.estimators import ESTIMATORS, Draws, StepBatch
 from envs import RandomMDP
 
 th.set_num_threads(1)

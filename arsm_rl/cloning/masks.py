@@ -48,7 +48,7 @@ def sample_action(env: gym.Env[Any, Any], space: gym.Space[Any]) -> Any:
     :raises ValueError: for a mask of the wrong size or without a valid action"""
     if not has_masks(env) or not isinstance(space, spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary):
         return space.sample()
-    from arsm_rl.strategies import JointActions  # here, not at the top: ForkVecEnv's workers import cloning, not torch
+    from arsm_rl.actions import JointActions  # here, not at the top: ForkVecEnv's workers import cloning, not torch
 
     source = f"action_masks() of {type(env.unwrapped).__name__}"
     if isinstance(space, spaces.Discrete):

@@ -16,6 +16,8 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
   return observations, rewards, ends", with its registered implementations (:data:`STEPPERS`);
 - :mod:`~arsm_rl.rollouts.lockstep`: :func:`run_lockstep` runs all rollouts of an update in lockstep,
   one batched policy call per step;
+- :mod:`~arsm_rl.rollouts.policy` and :mod:`~arsm_rl.rollouts.noise`: :class:`RacePolicy`, the policy inside
+  pseudo rollouts, racing with each rollout's own noise stream (:class:`RolloutNoise`);
 - :mod:`~arsm_rl.rollouts.workers`: the rollout workers (backends registered in :data:`BACKENDS`) and
   :class:`WorkerPool`, which starts and stops one engine's workers;
 - :mod:`~arsm_rl.rollouts.engine`: :class:`RolloutEngine` holds one training env's parts, its workers included;
@@ -26,6 +28,7 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
 
 from arsm_rl.rollouts.engine import RolloutEngine
 from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, block_rows, pad_rows, run_lockstep
+from arsm_rl.rollouts.noise import RolloutNoise
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, flatten_steps, select_rows, stack_obs
 from arsm_rl.rollouts.policy import RacePolicy
 from arsm_rl.rollouts.returns import discounted_returns, float32_rewards, tail_horizon, trailing_start, true_values
@@ -48,6 +51,7 @@ __all__ = [
     "RacePolicy",
     "RolloutBatch",
     "RolloutEngine",
+    "RolloutNoise",
     "ScratchPool",
     "Stepper",
     "VecCloner",

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
+from arsm_rl.actions import JointActions
 from arsm_rl.cloning import has_masks, vec_masks
+from arsm_rl.estimators import Draws, Estimator
 from arsm_rl.rollouts.lockstep import ActFn, BranchPoint, RolloutBatch, run_lockstep
 from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.steppers import ScratchPool, select_stepper
 from arsm_rl.rollouts.vec import VecCloner
 from arsm_rl.rollouts.workers import WorkerPool, WorkerSettings
-from arsm_rl.strategies import Draws, Estimator, JointActions
 
 __all__ = ["RolloutEngine"]
 
@@ -45,7 +46,7 @@ class RolloutEngine:
         """
         :param joint: the action coding
         :return: the training sub-envs' current action masks, ``(n_envs, sum(nvec))`` bool, checked
-            (:meth:`~arsm_rl.strategies.JointActions.check_masks`), or ``None`` for an env without masks
+            (:meth:`~arsm_rl.actions.JointActions.check_masks`), or ``None`` for an env without masks
         """
         if not self.masked:
             return None
@@ -63,7 +64,7 @@ class RolloutEngine:
     ) -> list[BranchPoint | None]:
         """
         The branch points of a real step about to be taken: none for an estimator that rolls nothing out; fork
-        snapshots only where the estimator may roll out (:meth:`~arsm_rl.strategies.Estimator.may_roll_out`, asked
+        snapshots only where the estimator may roll out (:meth:`~arsm_rl.estimators.Estimator.may_roll_out`, asked
         only then), cheap snapshots everywhere (:meth:`~arsm_rl.rollouts.vec.VecCloner.clone`).
 
         :param indices: sub-env indices

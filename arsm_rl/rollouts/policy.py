@@ -9,9 +9,10 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
+from arsm_rl.actions import JointActions
 from arsm_rl.rollouts.lockstep import pad_rows
+from arsm_rl.rollouts.noise import RolloutNoise
 from arsm_rl.rollouts.obs import Obs
-from arsm_rl.strategies import JointActions, RolloutNoise
 
 __all__ = ["RacePolicy"]
 
@@ -20,7 +21,7 @@ class RacePolicy:
     """
     ``act(obs, ids, depth)`` of pseudo rollouts (an :data:`~arsm_rl.rollouts.ActFn`): the policy's logits on whole
     blocks of rows (:func:`~arsm_rl.rollouts.pad_rows`), raced with each rollout's own noise stream
-    (:class:`~arsm_rl.strategies.RolloutNoise`), or with the real trajectory's noise where ``share_noise`` applies.
+    (:class:`~arsm_rl.rollouts.noise.RolloutNoise`), or with the real trajectory's noise where ``share_noise`` applies.
     A rollout's actions depend only on its own observations, its id and its depth, so rollouts give the same
     result in the trainer or in any worker. Pickled, it carries the policy's class, constructor arguments and
     weights (not its optimizer), and rebuilds the policy on CPU in eval mode.

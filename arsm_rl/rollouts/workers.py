@@ -6,7 +6,7 @@ update, its share of the rollouts: whole blocks of :data:`~arsm_rl.rollouts.POLI
 with their snapshots, first actions and horizons, and the policy (a :class:`~arsm_rl.rollouts.RacePolicy`,
 whose weights travel with it). It runs them in lockstep, one batched policy call per step, and sends back their
 rewards: one message each way per update, never one per step. Because each rollout's noise and policy rows do not
-depend on the other rollouts (:class:`~arsm_rl.strategies.RolloutNoise`, :func:`~arsm_rl.rollouts.block_rows`),
+depend on the other rollouts (:class:`~arsm_rl.rollouts.noise.RolloutNoise`, :func:`~arsm_rl.rollouts.block_rows`),
 the result is bit-identical to running every rollout in the training process.
 """
 

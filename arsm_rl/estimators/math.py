@@ -1,4 +1,4 @@
-"""Gradient estimators for a categorical distribution, with respect to its logits.
+"""The estimators' math: gradient estimators for a categorical distribution, with respect to its logits.
 
 Paper: ARSM: Augment-REINFORCE-Swap-Merge Estimator for Gradient Backpropagation Through Categorical
 Variables, Mingzhang Yin, Yuguang Yue and Mingyuan Zhou, ICML 2019. https://arxiv.org/abs/1905.01413
@@ -15,7 +15,7 @@ The ARSM recipe:
 2. ``swap_pseudo_actions`` gives the pseudo action for every swap ``(m, j)`` of two noise coordinates.
 3. ``distinct_pseudo_actions`` marks the actions that need a function evaluation; the caller evaluates them
    and ``gather_pseudo_values`` spreads the values back over the swap matrix. (The ARSM algorithm works with
-   joint codes of MultiDiscrete actions and does the same in index form, ``arsm_rl.strategies.distinct_codes``,
+   joint codes of MultiDiscrete actions and does the same in index form, :func:`arsm_rl.actions.distinct_codes`,
    which reduces to these two for one dimension; tested.)
 4. ``arsm_gradient`` (or ``ars_gradient``) merges them into the estimate.
 

@@ -1,0 +1,137 @@
+"""The action coding: joint (Multi)Discrete actions as integer codes, raced with flat-Dirichlet noise.
+
+A joint action is coded as one integer (mixed radix over ``nvec``); every dimension races over ``C = max(nvec)``
+coordinates, smaller dimensions padded with impossible categories (logit ``-inf``), and action masks put ``-inf``
+at the forbidden actions, so one code path serves ``Discrete``, ``MultiDiscrete``, ``MultiBinary`` and masks. The
+race and the swaps are the pure functions of :mod:`arsm_rl.estimators.math`; this module holds no env.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+
+from arsm_rl.estimators.math import race_actions, swap_pseudo_actions
+
+__all__ = ["JointActions", "distinct_codes"]
+
+_TINY = np.finfo(np.float32).tiny  # floor of the noise, so ln(noise) stays finite
+
+
+class JointActions:
+    """
+    Joint (Multi)Discrete actions: integer codes, flat-Dirichlet noise and the exponential race per dimension.
+
+    :param nvec: number of actions of each dimension, shape ``(K,)`` (``[n]`` for ``Discrete(n)``)
+    :param discrete: the action space is ``Discrete`` (env actions are scalars), not ``MultiDiscrete``
+    """
+
+    def __init__(self, nvec: np.ndarray, discrete: bool) -> None:
+        self.nvec = nvec
+        self.discrete = discrete
+        # at least two coordinates per race: a one-action dimension races against an impossible category
+        self.n_categories = max(2, int(nvec.max()))
+        self.n_joint = int(np.prod(nvec))
+        #: valid[k, c]: category c exists in dimension k
+        self.valid = th.as_tensor(np.arange(self.n_categories)[None, :] < nvec[:, None])
+        self._unpadded = bool(self.valid.all())  # every dimension has C actions: padding is a reshape
+        self.strides = np.concatenate([[1], np.cumprod(nvec[:-1])]).astype(np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(nvec[:-1])]).astype(np.int64)  # each dimension's first logit
+
+    def noise(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """Flat-Dirichlet draws, ``(batch, K, C)`` float32: normalised Exp(1) variables."""
+        expo = rng.standard_exponential((batch, len(self.nvec), self.n_categories))
+        noise = (expo / expo.sum(-1, keepdims=True)).astype(np.float32)
+        return np.maximum(noise, _TINY)
+
+    def check_masks(self, masks: np.ndarray, batch: int, source: str) -> np.ndarray:
+        """
+        Action masks as sb3-contrib defines them: one bool per action, ``True`` where valid (``MultiDiscrete``: the
+        dimensions' masks concatenated).
+
+        :param masks: the masks of ``batch`` states, as the env returned them
+        :param batch: number of states
+        :param source: what returned them, for the error messages
+        :return: ``(batch, sum(nvec))`` bool
+        :raises ValueError: for a wrong size, or a state where a dimension has no valid action
+        """
+        width = int(self.nvec.sum())
+        masks = np.asarray(masks)
+        if masks.size != batch * width:
+            layout = "one bool per action" + ("" if self.discrete else ", the dimensions' masks concatenated")
+            raise ValueError(f"{source} gave an action mask of shape {masks.shape}: expected {width} entries per state "
+                             f"({layout})")  # fmt: skip
+        masks = masks.reshape(batch, width).astype(bool)
+        allowed = np.logical_or.reduceat(masks, self._starts, axis=1)
+        if not allowed.all():
+            row, dim = (int(i) for i in np.argwhere(~allowed)[0])
+            where = "" if self.discrete else f" in action dimension {dim}"
+            raise ValueError(f"{source} gave an action mask that allows no action{where} (state {row} of the batch): "
+                             "every state needs at least one valid action")  # fmt: skip
+        return masks
+
+    def masked(self, logits: th.Tensor, masks: np.ndarray | None) -> th.Tensor:
+        """
+        ``(B, sum(nvec))`` logits with ``-inf`` at the actions that ``masks`` (``(B, sum(nvec))`` bool, from
+        :meth:`check_masks`) forbids, unchanged when ``masks`` is ``None``. A forbidden action then never wins the
+        race, nor any swapped race (its race value ``ln varpi_j - phi_j`` is ``+inf`` whatever noise it gets), nor a
+        fresh draw: every real, pseudo and sampled action is valid.
+        """
+        if masks is None:
+            return logits
+        return logits.masked_fill(~th.as_tensor(masks, device=logits.device), -th.inf)
+
+    def apply_masks(self, logits: th.Tensor, masks: np.ndarray | None, source: str) -> th.Tensor:
+        """:meth:`masked` with masks as an env returns them, checked first (:meth:`check_masks`, ``source`` names them)."""
+        if masks is None:
+            return logits
+        return self.masked(logits, self.check_masks(masks, len(logits), source))
+
+    def padded(self, logits: th.Tensor) -> th.Tensor:
+        """``(B, sum(nvec))`` logits -> ``(B, K, C)``, impossible padding categories at ``-inf``."""
+        if self._unpadded:
+            return logits.reshape(len(logits), *self.valid.shape)
+        out = th.full((len(logits), *self.valid.shape), -th.inf, dtype=logits.dtype, device=logits.device)
+        out[:, self.valid] = logits
+        return out
+
+    def race(self, logits: th.Tensor, noise: np.ndarray) -> np.ndarray:
+        """Race winners per dimension, ``(B, K)`` int64, from ``(B, sum(nvec))`` CPU logits and ``(B, K, C)`` noise."""
+        k, c = self.valid.shape
+        return race_actions(self.padded(logits).reshape(-1, c), th.as_tensor(noise).reshape(-1, c)).reshape(-1, k).numpy()
+
+    def encode(self, actions: np.ndarray) -> np.ndarray:
+        """Joint actions ``(..., K)`` -> integer codes ``(...)`` (mixed radix)."""
+        return (actions * self.strides).sum(-1)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Integer codes ``(...)`` -> joint actions ``(..., K)``."""
+        return (codes[..., None] // self.strides) % self.nvec
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """``(..., K)`` race winners as the env takes them (scalars for ``Discrete``)."""
+        return actions[..., 0] if self.discrete else actions
+
+    def swap_codes(self, logits: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Joint pseudo actions of every swap ``(m, j)``, as codes ``(B, C, C)``; the diagonal is the true action."""
+        k, c = self.valid.shape
+        padded = self.padded(th.as_tensor(logits)).reshape(-1, c)
+        swaps = swap_pseudo_actions(padded, th.as_tensor(noise).reshape(-1, c)).reshape(-1, k, c, c).numpy()
+        return np.einsum("bkmj,k->bmj", swaps, self.strides)
+
+
+def distinct_codes(codes: np.ndarray, n_joint: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Distinct joint action codes of each row: the joint-action form of
+    :func:`~arsm_rl.estimators.distinct_pseudo_actions` and :func:`~arsm_rl.estimators.gather_pseudo_values`,
+    in index form so that its size does not grow with the number of joint actions.
+
+    :param codes: ``(B, ...)`` codes in ``[0, n_joint)``
+    :param n_joint: number of joint actions
+    :return: ``(rows, codes)`` of the distinct (row, code) pairs, sorted by row then code, and the inverse index
+        mapping each entry of ``codes`` (flattened row-major) to its pair
+    """
+    flat = codes.reshape(len(codes), int(np.prod(codes.shape[1:])))  # explicit width: B may be 0
+    keys, inverse = np.unique(np.arange(len(codes))[:, None] * n_joint + flat, return_inverse=True)
+    rows, distinct = np.divmod(keys, n_joint)
+    return rows, distinct, inverse
