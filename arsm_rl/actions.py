@@ -8,6 +8,8 @@ race and the swaps are the pure functions of :mod:`arsm_rl.estimators.math`; thi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch as th
 
@@ -37,6 +39,14 @@ class JointActions:
         self._unpadded = bool(self.valid.all())  # every dimension has C actions: padding is a reshape
         self.strides = np.concatenate([[1], np.cumprod(nvec[:-1])]).astype(np.int64)
         self._starts = np.concatenate([[0], np.cumsum(nvec[:-1])]).astype(np.int64)  # each dimension's first logit
+
+    def __getstate__(self) -> dict[str, Any]:
+        # rebuilt from nvec: a tensor sent through a multiprocessing pipe is shared by a file descriptor that the
+        # receiver fetches from the sender, a round trip per message (see RacePolicy.__getstate__)
+        return {"nvec": self.nvec, "discrete": self.discrete}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["nvec"], state["discrete"])  # type: ignore[misc]
 
     def noise(self, rng: np.random.Generator, batch: int) -> np.ndarray:
         """Flat-Dirichlet draws, ``(batch, K, C)`` float32: normalised Exp(1) variables."""

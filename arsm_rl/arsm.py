@@ -107,8 +107,9 @@ class ARSM(BaseAlgorithm):
     :param ent_coef: entropy bonus coefficient
     :param max_grad_norm: gradient clipping norm, ``None`` to disable
     :param n_rollout_workers: 0 runs the rollouts in the training process; N >= 1 shares each update's rollouts out
-        among N persistent worker processes (started by the first update, stopped when :meth:`learn` returns), with the
-        same result bit for bit: each rollout draws its own noise and gets its own policy rows. Read with
+        among N persistent worker processes and the trainer (started without waiting by the first update, kept for the
+        model's life: :meth:`start_rollout_workers`, :meth:`close_rollout_workers`), with the same result bit for bit:
+        each rollout draws its own noise and gets its own policy rows. Read with
         ``rollout_backend`` when the model is set up (construction, :meth:`load`) into the
         :class:`~arsm_rl.rollouts.WorkerSettings` that each training env's engine, the workers' owner, gets
     :param rollout_backend: where the workers run, a name in :data:`~arsm_rl.rollouts.BACKENDS`: ``"subproc"`` (local
@@ -308,7 +309,7 @@ class ARSM(BaseAlgorithm):
                     self.dump_logs(iteration)
                 self.train(collected)
                 del collected  # its fork snapshots are freed before the next update takes its own
-        finally:  # whatever stops training (the end, an exception, Ctrl-C), the workers stop and fork snapshots are freed
+        finally:  # whatever stops training (the end, an exception, Ctrl-C), fork snapshots are freed
             if self._engine is not None:
                 self._engine.release()
         callback.on_training_end()
@@ -325,10 +326,28 @@ class ARSM(BaseAlgorithm):
         """SB3's ``predict``; ``action_masks`` (sb3-contrib's convention, as MaskablePPO takes it) keeps to valid actions."""
         return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
 
+    def start_rollout_workers(self) -> None:
+        """
+        Start the ``n_rollout_workers`` rollout workers now, if they are not running, and wait until they are ready.
+        Without it, :meth:`learn` starts them without waiting, and the trainer runs the rollouts until they are.
+        They stay up across updates and :meth:`learn` calls, until :meth:`close_rollout_workers`, a new env
+        (:meth:`set_env`) or the end of the model (garbage collection, or the interpreter's exit).
+        """
+        assert self.env is not None
+        self._engine_for(self.env).workers.start(wait=True)
+
     def close_rollout_workers(self) -> None:
-        """Stop the rollout workers, if any are running (:meth:`learn` does it when it returns)."""
+        """Stop the rollout workers, if any are running (a later update starts them again)."""
         if self._engine is not None:
             self._engine.workers.close()
+
+    def _engine_for(self, env: VecEnv) -> RolloutEngine:
+        """The rollout engine of ``env`` (one per training env: its scratch pool and workers), built at first use."""
+        if self._engine is None or self._engine.venv is not env:
+            if self._engine is not None:
+                self._engine.close()
+            self._engine = RolloutEngine(env, self._worker_settings)
+        return self._engine
 
     def collect_update(self, callback: MaybeCallback = None) -> UpdateData:
         """
@@ -352,10 +371,8 @@ class ARSM(BaseAlgorithm):
     def _collect(self, env: VecEnv, callback: BaseCallback) -> UpdateData | None:
         """Take ``n_steps`` real steps in every sub-env, keeping branch points where rollouts may start."""
         assert self._last_obs is not None
-        if self._engine is None or self._engine.venv is not env:  # one engine (scratch pool, workers) per training env
-            if self._engine is not None:
-                self._engine.close()
-            self._engine = RolloutEngine(env, self._worker_settings)
+        self._engine_for(env).workers.start()  # without waiting: they get rollouts once ready
+        assert self._engine is not None
         self.policy.set_training_mode(False)
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []
@@ -482,6 +499,9 @@ class ARSM(BaseAlgorithm):
         self.logger.record("rollout/pseudo_step_share", float((plan.counts > 0).mean()))
         self.logger.record("rollout/pseudo_rollouts", len(plan.requests))
         self.logger.record("rollout/tail_rollouts", len(tails))
+        if self.n_rollout_workers > 0:
+            rolled = len(plan.requests) + len(tails)
+            self.logger.record("rollout/worker_share", rollouts.worker_rollouts / rolled if rolled else 0.0)
         self.logger.record("rollout/pseudo_steps", rollouts.env_steps)
         self.logger.record("rollout/restore_steps", rollouts.restore_steps)
         self.logger.record("time/total_pseudo_steps", self.num_pseudo_steps)
@@ -539,9 +559,9 @@ class ARSM(BaseAlgorithm):
     ) -> RolloutValues:
         """
         Run pseudo and tail rollouts of an update in one lockstep batch with the current policy, as :meth:`train`
-        does: in this process or shared out among ``n_rollout_workers`` workers (started here if they are not running;
-        :meth:`learn` stops them, else :meth:`close_rollout_workers`), with the same result. One draw from the
-        pseudo-rollout random stream seeds the rollouts' own noise streams.
+        does: in this process or shared out among the ready ``n_rollout_workers`` workers and this process (workers
+        are started here if they are not running, and stay up: :meth:`start_rollout_workers`), with the same result.
+        One draw from the pseudo-rollout random stream seeds the rollouts' own noise streams.
 
         :param collected: from :meth:`collect_update`
         :param requests: ``(row, action code)`` pairs to roll out, e.g. ``plan_update(collected).requests``
@@ -573,7 +593,8 @@ class ARSM(BaseAlgorithm):
         values = discounted_returns(batch.rewards.T, ends.T, self.gamma)[0]
         r = len(requests)
         tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
-        return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1])
+        return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1],
+                             batch.worker_rollouts)  # fmt: skip
 
     def _step_gradients(self, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per-step estimates of d E[Q] / d logits at the used steps, (U, sum(nvec)), from the estimator."""

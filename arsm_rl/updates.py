@@ -52,6 +52,7 @@ class RolloutValues:
     env_steps: int  # simulator steps spent, restores included
     restore_steps: int  # the part of env_steps spent replaying snapshots
     lockstep_steps: int = 0  # length of the longest rollout: the lockstep iterations, when run in this process
+    worker_rollouts: int = 0  # how many of the rollouts ran on rollout workers (the rest in the training process)
 
 
 @dataclass

@@ -444,6 +444,19 @@ def test_headless_quick(tmp_path: Path) -> None:
     assert len(rows) == 2 and all(int(row[4].replace(",", "")) > 0 for row in rows)
 
 
+def test_scaling_quick(tmp_path: Path) -> None:
+    """scaling.py: a row per worker count whose parts add up to its wall time, and a projection for each env."""
+    folder, _ = run_quick("scaling.py", tmp_path=tmp_path, timeout=300)
+    text = (folder / "scaling.md").read_text()
+    assert (folder / "scaling.png").stat().st_size > 0 and text.count("Amdahl through 1 and 2 workers") == 2
+    for table in text.split("## ")[1:]:
+        rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+        assert [int(row[0]) for row in rows] == [0, 1, 2]
+        for row in rows:
+            wall, collect, plan, rollouts, gradient = (float(row[i].split()[0]) for i in (1, 3, 4, 5, 6))
+            assert collect > 0 and collect + plan + rollouts + gradient == pytest.approx(wall, abs=0.2)
+
+
 @pytest.mark.parametrize(("script", "option"), [("headless.py", "--chunk=0"), ("fork_training.py", "--steps=-1")])
 def test_paired_benchmarks_refuse_empty_runs_in_one_line(script: str, option: str) -> None:
     result = subprocess.run(

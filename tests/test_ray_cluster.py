@@ -55,10 +55,14 @@ class CpusInUse(BaseCallback):
 def test_workers_on_two_ray_nodes_train_as_without_workers(two_nodes: Any) -> None:
     reference = ARSM("MlpPolicy", "CartPole-v1", **SMALL).learn(192)
     watch = CpusInUse(two_nodes)
-    shared = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, rollout_backend="ray", **SMALL).learn(192, callback=watch)
+    shared = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, rollout_backend="ray", **SMALL)
+    shared.start_rollout_workers()  # ready from the first update on
+    shared.learn(192, callback=watch)
+    assert shared.last_update is not None and shared.last_update.rollouts.worker_rollouts > 0
     # two nodes of one CPU each and no CPU free: one actor (one CPU each) on each node
     assert watch.seen == (2, 2.0, 0.0)
     for a, b in zip(reference.policy.parameters(), shared.policy.parameters(), strict=True):
         assert th.equal(a, b)
     assert shared.num_pseudo_steps == reference.num_pseudo_steps > 0
+    shared.close_rollout_workers()
     assert two_nodes.is_initialized()  # a cluster the script joined is left running

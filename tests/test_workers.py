@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import signal
@@ -70,16 +71,53 @@ def test_policy_rows_do_not_depend_on_the_other_blocks() -> None:
 def test_same_training_with_two_workers(env_id: str, kwargs: dict[str, Any]) -> None:
     steps = 256
     reference = ARSM("MlpPolicy", env_id, **SMALL, **kwargs).learn(steps)
-    shared = ARSM("MlpPolicy", env_id, n_rollout_workers=2, **SMALL, **kwargs).learn(steps)
+    shared = ARSM("MlpPolicy", env_id, n_rollout_workers=2, **SMALL, **kwargs)
+    counts = WorkerRollouts()
+    shared.start_rollout_workers()  # ready from the first update on: every update gives them their shares
+    shared.learn(steps, callback=counts)
     assert reference.num_pseudo_steps == shared.num_pseudo_steps > 0
     assert th.equal(parameters(reference), parameters(shared))
-    assert worker_processes() == []  # learn() stopped them
+    assert len(counts.counts) == steps // 64 - 1 and min(counts.counts) > 0  # the workers did roll out
+    shared.close_rollout_workers()
+    assert worker_processes() == []
+
+
+class WorkerRollouts(BaseCallback):
+    """Keeps how many rollouts of each update but the last ran on workers (``last_update.rollouts.worker_rollouts``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: list[int] = []
+
+    def _on_rollout_start(self) -> None:
+        if self.model.last_update is not None:
+            self.counts.append(self.model.last_update.rollouts.worker_rollouts)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def learn_on_workers(model: ARSM, steps: int) -> ARSM:
+    """``model.learn(steps)`` with its workers ready from the first update (so every update gives them rollouts,
+    checked), then stopped."""
+    counts = WorkerRollouts()
+    model.start_rollout_workers()
+    model.learn(steps, callback=counts)
+    assert counts.counts and min(counts.counts) > 0, counts.counts
+    model.close_rollout_workers()
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _models_of_earlier_tests_are_gone() -> None:
+    """The workers of a model stop when it is garbage-collected: earlier tests' workers are not this test's."""
+    gc.collect()
 
 
 def test_same_training_with_one_worker_and_a_subproc_training_env() -> None:
     reference = ARSM("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), **SMALL).learn(256)
     venv = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv, wrapper_class=make_cloneable)
-    shared = ARSM("MlpPolicy", venv, n_rollout_workers=1, **SMALL).learn(256)
+    shared = learn_on_workers(ARSM("MlpPolicy", venv, n_rollout_workers=1, **SMALL), 256)
     assert th.equal(parameters(reference), parameters(shared))
     venv.close()
 
@@ -96,7 +134,7 @@ def test_same_training_with_workers_every_family(env_id: str) -> None:
     for workers in (0, 1, 2):
         venv = make_vec_env(env_id, n_envs=1, seed=0, **env_kwargs)
         model = ARSM(policy, venv, n_rollout_workers=workers, max_pseudo_rollouts=40, pseudo_horizon=20, **SMALL)
-        results.append(parameters(model.learn(128)))
+        results.append(parameters(learn_on_workers(model, 128) if workers else model.learn(128)))
     assert th.equal(results[0], results[1]) and th.equal(results[0], results[2])
 
 
@@ -113,9 +151,12 @@ class KillAWorker(BaseCallback):
 
 
 def test_a_dead_worker_is_a_clear_error_and_nothing_leaks() -> None:
+    """The trainer names the dead worker and the signal that killed it, and stops the others."""
     callback = KillAWorker()
-    with pytest.raises(RuntimeError, match="a rollout worker died"):
-        ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, **SMALL).learn(256, callback=callback)
+    model = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, **SMALL)
+    model.start_rollout_workers()
+    with pytest.raises(RuntimeError, match=r"^rollout worker \d died \(killed by SIGKILL\); its rollouts are lost$"):
+        model.learn(256, callback=callback)
     assert len(callback.seen) == 2
     assert worker_processes() == []
 
@@ -142,8 +183,10 @@ class FailsOutsideItsProcess(gym.Env):
 
 
 def test_an_error_in_a_worker_is_raised_in_the_trainer() -> None:
+    model = ARSM("MlpPolicy", FailsOutsideItsProcess(), n_rollout_workers=1, **SMALL)
+    model.start_rollout_workers()
     with pytest.raises(RuntimeError, match="a rollout worker failed: ValueError: stepped away from home"):
-        ARSM("MlpPolicy", FailsOutsideItsProcess(), n_rollout_workers=1, **SMALL).learn(128)
+        model.learn(128)
     assert worker_processes() == []
 
 
@@ -169,7 +212,8 @@ def test_frame_stacks_and_image_transposes_travel_to_the_workers() -> None:
     results = []
     for workers in (0, 2):
         venv = VecFrameStack(make_vec_env(TinyImageEnv, n_envs=2, seed=0), n_stack=3)
-        model = ARSM("CnnPolicy", venv, n_rollout_workers=workers, n_steps=16, seed=0).learn(64)
+        model = ARSM("CnnPolicy", venv, n_rollout_workers=workers, n_steps=16, seed=0)
+        model = learn_on_workers(model, 64) if workers else model.learn(64)
         assert model.num_pseudo_steps > 0
         results.append(parameters(model))
     assert th.equal(results[0], results[1])
@@ -183,7 +227,8 @@ def test_vec_normalize_statistics_travel_with_every_update() -> None:
     results = []
     for workers in (0, 2):
         venv = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0))
-        model = ARSM("MlpPolicy", venv, n_rollout_workers=workers, **SMALL).learn(384)
+        model = ARSM("MlpPolicy", venv, n_rollout_workers=workers, **SMALL)
+        model = learn_on_workers(model, 384) if workers else model.learn(384)
         assert model.num_pseudo_steps > 0
         results.append(parameters(model))
     assert th.equal(results[0], results[1])
@@ -192,11 +237,11 @@ def test_vec_normalize_statistics_travel_with_every_update() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed (pip install -e '.[ray]')")
 def test_ray_backend_gives_the_same_training() -> None:
-    """Two Ray actors on a local Ray (started and shut down by learn), bit-identical to no workers."""
+    """Two Ray actors on a local Ray (started with the workers, shut down with them), bit-identical to no workers."""
     import ray
 
     reference = ARSM("MlpPolicy", "CartPole-v1", **SMALL).learn(192)
-    shared = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, rollout_backend="ray", **SMALL).learn(192)
+    shared = learn_on_workers(ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, rollout_backend="ray", **SMALL), 192)
     assert th.equal(parameters(reference), parameters(shared))
     assert not ray.is_initialized()
 
@@ -208,21 +253,26 @@ def test_missing_ray_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     ARSM("MlpPolicy", "CartPole-v1", rollout_backend="ray")  # no workers: nothing to import
 
 
-def test_the_engine_owns_the_workers_from_first_rollout_to_the_end_of_learn() -> None:
-    """The workers start with the first rollouts, stay up across updates, stop with close_rollout_workers() or when
-    learn() returns, and start again when needed."""
+def test_the_engine_owns_the_workers_for_the_models_life() -> None:
+    """The workers start with the first update without the trainer waiting (it runs the rollouts until they are
+    ready), stay up across updates and learn() calls, stop with close_rollout_workers() or with the model, and start
+    again when needed."""
     model = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, **SMALL)
-    collected = model.collect_update()
-    assert worker_processes() == []
-    requests = model.plan_update(collected).requests
-    model.run_rollouts(collected, requests)
+    model.start_rollout_workers()
     first = worker_processes()
-    model.run_rollouts(collected, requests)
-    assert len(first) == 1 and worker_processes() == first  # the same process for the next rollouts
+    collected = model.collect_update()
+    requests = model.plan_update(collected).requests
+    assert model.run_rollouts(collected, requests).worker_rollouts > 0
+    model.learn(128)
+    model.learn(64, reset_num_timesteps=False)
+    assert len(first) == 1 and worker_processes() == first  # the same process for every update of the model
     model.close_rollout_workers()
     assert worker_processes() == []
-    model.learn(64, reset_num_timesteps=False)
-    assert worker_processes() == [] and model.num_pseudo_steps > 0
+    model.learn(64, reset_num_timesteps=False)  # started again, without waiting
+    assert len(worker_processes()) == 1 and model.num_pseudo_steps > 0
+    del model
+    gc.collect()
+    assert worker_processes() == []
 
 
 def test_a_registered_backend_is_a_rollout_backend(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,11 +284,62 @@ def test_a_registered_backend_is_a_rollout_backend(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setitem(BACKENDS, Local.name, Local)
     assert register_backend(Local) is Local and BACKENDS["local_test"] is Local
-    reference = ARSM("MlpPolicy", "CartPole-v1", **SMALL).learn(64)
-    shared = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, rollout_backend="local_test", **SMALL).learn(64)
+    reference = ARSM("MlpPolicy", "CartPole-v1", **SMALL).learn(128)
+    model = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, rollout_backend="local_test", **SMALL)
+    shared = learn_on_workers(model, 128)
     assert th.equal(parameters(reference), parameters(shared))
     monkeypatch.delitem(BACKENDS, Local.name)
     docs = (ROOT / "docs" / "arsm.md").read_text()
     help_text = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True).stdout
     for name in BACKENDS:
         assert f'``"{name}"``' in (ARSM.__doc__ or "") and f'`"{name}"`' in docs and name in help_text, name
+
+
+UNGUARDED = """
+from arsm_rl import ARSM
+
+model = ARSM("MlpPolicy", "CartPole-v1", n_steps=64, n_rollout_workers=1)
+model.learn(128)
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_the_main_guard_is_told_so(tmp_path: Path, guarded: bool) -> None:
+    """forkserver/spawn processes run the script again: without ``if __name__ == "__main__":`` the workers refuse to
+    start, with one error naming the line (no hang, no process started); with the guard the script trains."""
+    body = UNGUARDED if not guarded else UNGUARDED.replace("\nmodel", "\nif __name__ == '__main__':\n    model")
+    body = body.replace("\nmodel.learn", "\n    model.learn") if guarded else body
+    script = tmp_path / "script.py"
+    script.write_text(body)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    if guarded:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"RuntimeError: rollout workers start processes that run your script again, so line 5 of {script} must be "
+        "under 'if __name__ == \"__main__\":' (as with SubprocVecEnv), or use n_rollout_workers=0"
+    )
+
+
+def test_a_task_carries_no_torch_storage() -> None:
+    """Through a multiprocessing pipe a torch tensor travels as a file descriptor that the worker fetches from the
+    trainer's resource-sharer thread (25-40 ms per task while the trainer runs its own share): the rollout policy
+    sends its weights and action coding as numpy, and acts the same after the trip."""
+    import io
+    from multiprocessing.reduction import ForkingPickler
+
+    from arsm_rl.rollouts import RacePolicy
+
+    model = ARSM("MlpPolicy", "CartPole-v1", **SMALL)
+    collected = model.collect_update()
+    rows = np.arange(4)
+    act = RacePolicy(model.policy, model.policy.joint, 7, 4, collected.noise, rows, 0 * rows, share_noise=False)
+    buffer = io.BytesIO()
+    ForkingPickler(buffer).dump(act)
+    assert b"rebuild_storage_fd" not in buffer.getvalue()
+    travelled = ForkingPickler.loads(buffer.getvalue())
+    obs = collected.obs[:4].reshape(4, -1)
+    assert th.equal(travelled.logits(obs), act.logits(obs))
+    assert np.array_equal(travelled(obs, rows, 1), act(obs, rows, 1))

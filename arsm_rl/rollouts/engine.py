@@ -23,7 +23,7 @@ class RolloutEngine:
     """
     Everything pseudo rollouts need from one training ``VecEnv``: snapshots, scratch envs, observation transforms,
     the stepper and the rollout workers. Build one per training env (it keeps its scratch pool and its workers across
-    updates); :meth:`release` at the end of training, :meth:`close` when done with it.
+    updates and ``learn`` calls); :meth:`release` at the end of training, :meth:`close` when done with it.
 
     :param venv: the training environment, prepared by :func:`~arsm_rl.rollouts.enable_cloning`
     :param workers: where :meth:`run` runs the rollouts (default: in this process)
@@ -97,17 +97,22 @@ class RolloutEngine:
         max_episode_steps: int = 100_000,
     ) -> RolloutBatch:
         """
-        Run one rollout per branch point in lockstep with :attr:`stepper`, in this process or shared out among
-        :attr:`workers` (the same result either way); see :func:`run_lockstep`.
+        Run one rollout per branch point in lockstep with :attr:`stepper`, in this process or shared out among the
+        ready :attr:`workers` and this process (the same result either way); see :func:`run_lockstep`.
         """
+        horizon_list = list(horizons or [None] * len(branches))
+
+        def local(start: int, stop: int) -> RolloutBatch:
+            return run_lockstep(self.pool, branches[start:stop], first_actions[start:stop], self.pipeline, act,
+                                horizon_list[start:stop], self.stepper, max_episode_steps, id_offset=start)  # fmt: skip
+
         if self.workers.settings.n_workers > 0 and len(branches) > 0:
-            horizon_list = list(horizons or [None] * len(branches))
-            return self.workers.run(branches, first_actions, act, horizon_list, max_episode_steps, self.pipeline.statistics())
-        return run_lockstep(self.pool, branches, first_actions, self.pipeline, act, horizons, self.stepper, max_episode_steps)
+            return self.workers.run(branches, first_actions, act, horizon_list, max_episode_steps, self.pipeline.statistics(),
+                                    local)  # fmt: skip
+        return local(0, len(branches))
 
     def release(self) -> None:
-        """The end of training: stop the workers and free the live fork snapshots."""
-        self.workers.close()
+        """The end of training: free the live fork snapshots (the workers stay up for the next ``learn``)."""
         self.cloner.release()
 
     def close(self) -> None:

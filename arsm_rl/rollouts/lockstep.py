@@ -52,11 +52,13 @@ class RolloutBatch:
     :param rewards: (R, D) float64 rewards, zero after a rollout ended
     :param lengths: (R,) number of steps each rollout took (the first, pseudo, action included)
     :param restore_steps: env steps spent restoring snapshots (replay-based families)
+    :param worker_rollouts: how many of the rollouts (the first ones) ran on rollout workers
     """
 
     rewards: np.ndarray
     lengths: np.ndarray
     restore_steps: int
+    worker_rollouts: int = 0
 
     @property
     def env_steps(self) -> int:

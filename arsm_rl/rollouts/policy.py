@@ -17,6 +17,13 @@ from arsm_rl.rollouts.obs import Obs
 __all__ = ["RacePolicy"]
 
 
+class _NoOptimizer:
+    """Stands in for the optimizer of a policy rebuilt to act only (see :meth:`RacePolicy.__setstate__`)."""
+
+    def __init__(self, params: Any, lr: float, **kwargs: Any) -> None:
+        pass
+
+
 class RacePolicy:
     """
     ``act(obs, ids, depth)`` of pseudo rollouts (an :data:`~arsm_rl.rollouts.ActFn`): the policy's logits on whole
@@ -73,12 +80,19 @@ class RacePolicy:
         state = dict(self.__dict__)
         del state["device"]
         policy = state.pop("policy")
-        state["policy_spec"] = (type(policy), policy._get_constructor_parameters(), policy.state_dict())
+        # numpy copies, not tensors: through a multiprocessing pipe, torch shares each tensor's storage by a file
+        # descriptor that the receiver fetches from the sender's resource-sharer thread, a round trip of 25-40 ms
+        # while the trainer is busy with its own share of the rollouts
+        weights = {name: value.detach().cpu().numpy().copy() for name, value in policy.state_dict().items()}
+        state["policy_spec"] = (type(policy), policy._get_constructor_parameters(), weights)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         cls, kwargs, weights = state.pop("policy_spec")
-        policy = cls(**kwargs)
-        policy.load_state_dict(weights)
+        # Rebuilt only to act: no optimizer (building torch's first one imports torch._dynamo, over a second in a fresh
+        # worker) and no initialisation of weights that load_state_dict overwrites.
+        lean = {"optimizer_class": _NoOptimizer, "optimizer_kwargs": {}, "ortho_init": False}
+        policy = cls(**{**kwargs, **{key: value for key, value in lean.items() if key in kwargs}})
+        policy.load_state_dict({name: th.from_numpy(value) for name, value in weights.items()})
         policy.set_training_mode(False)
         self.__dict__.update(state, policy=policy, device=policy.device)

@@ -1,26 +1,33 @@
 """Rollout workers: an update's pseudo and tail rollouts run in persistent worker processes (``subproc``) or Ray
-actors (``ray``).
+actors (``ray``), and in the training process.
 
-Each worker owns its scratch envs (built once from a scratch copy of the training env) and receives, once per
-update, its share of the rollouts: whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` consecutive rollouts
-with their snapshots, first actions and horizons, and the policy (a :class:`~arsm_rl.rollouts.RacePolicy`,
-whose weights travel with it). It runs them in lockstep, one batched policy call per step, and sends back their
-rewards: one message each way per update, never one per step. Because each rollout's noise and policy rows do not
-depend on the other rollouts (:class:`~arsm_rl.rollouts.noise.RolloutNoise`, :func:`~arsm_rl.rollouts.block_rows`),
-the result is bit-identical to running every rollout in the training process.
+The workers start without the trainer waiting for them and live as long as their engine (across updates and
+``learn`` calls). Each worker owns its scratch envs (built once from a scratch copy of the training env) and, once it
+is ready, receives once per update its share of the rollouts, while the trainer runs the last share itself: whole
+blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` consecutive rollouts with their snapshots, first actions and
+horizons, and the policy (a :class:`~arsm_rl.rollouts.RacePolicy`, whose weights travel with it). A worker runs its
+share in lockstep, one batched policy call per step, and sends back the rewards: one message each way per update,
+never one per step. Because each rollout's noise and policy rows do not depend on the other rollouts
+(:class:`~arsm_rl.rollouts.noise.RolloutNoise`, :func:`~arsm_rl.rollouts.block_rows`), the result is bit-identical
+to running every rollout in the training process, however the rollouts are shared out.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import itertools
 import multiprocessing as mp
 import os
 import signal
+import sys
 import typing
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -33,8 +40,8 @@ from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutB
 from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.steppers import ScratchPool, Stepper
 
-__all__ = ["BACKENDS", "RayWorkers", "RolloutWorkers", "SubprocWorkers", "WorkerPool", "WorkerSettings", "register_backend",
-           "shares"]
+__all__ = ["BACKENDS", "LocalRun", "RayWorkers", "RolloutWorkers", "SubprocWorkers", "WorkerPool", "WorkerSettings",
+           "exit_reason", "register_backend", "shares", "unguarded_main_line"]
 
 
 def shares(n_rollouts: int, n_workers: int) -> list[tuple[int, int]]:
@@ -48,19 +55,75 @@ def shares(n_rollouts: int, n_workers: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def merge(batches: Sequence[RolloutBatch]) -> RolloutBatch:
-    """The workers' batches, in order, as one (rewards padded to the longest)."""
+def merge(batches: Sequence[RolloutBatch], worker_rollouts: int = 0) -> RolloutBatch:
+    """The batches of consecutive shares, in order, as one (rewards padded to the longest)."""
     depth = max((batch.rewards.shape[1] for batch in batches), default=0)
     rewards = [np.pad(batch.rewards, ((0, 0), (0, depth - batch.rewards.shape[1]))) for batch in batches]
     return RolloutBatch(
         np.concatenate(rewards) if rewards else np.zeros((0, 0)),
         np.concatenate([batch.lengths for batch in batches]) if batches else np.zeros(0, dtype=np.int64),
         sum(batch.restore_steps for batch in batches),
+        worker_rollouts,
     )
 
 
+#: ``local(start, stop)``: rollouts ``start:stop`` of an update run in the training process (the trainer's share).
+LocalRun = Callable[[int, int], RolloutBatch]
+
+
+def unguarded_main_line() -> int | None:
+    """
+    The line of the running script (``__main__``) that is starting worker processes outside an
+    ``if __name__ == "__main__":`` block, or ``None`` (guarded, or no script file: ``python -c``, a notebook).
+
+    ``forkserver`` and ``spawn`` processes run the script again when they start; unguarded, each would start processes
+    of its own and die, so rollout workers refuse to start from there.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    frame = inspect.currentframe()
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"):
+        frame = frame.f_back
+    if frame is None or path is None or os.path.abspath(frame.f_code.co_filename) != os.path.abspath(path):
+        return None
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test) and node.body[0].lineno <= line <= (node.end_lineno or 0):
+            return None
+    return line
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = {ast.dump(test.left), ast.dump(test.comparators[0])}
+    return sides == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))}
+
+
+def exit_reason(exitcode: int | None) -> str:
+    """:return: how a worker process ended, from its ``exitcode`` (negative: the signal that killed it)"""
+    if exitcode is None:
+        return "still running, but its pipe is closed"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
 class RolloutWorkers(ABC):
-    """A backend of persistent rollout workers (one per ``rollout_backend`` name, in :data:`BACKENDS`)."""
+    """
+    A backend of persistent rollout workers (one per ``rollout_backend`` name, in :data:`BACKENDS`).
+
+    Building one starts its workers without waiting for them: a worker takes rollouts once it reports ready
+    (:meth:`ready`), and until then the trainer runs them. The result is the same either way, bit for bit.
+    """
 
     name: ClassVar[str]
 
@@ -74,27 +137,49 @@ class RolloutWorkers(ABC):
 
     n_workers: int
 
-    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
-            max_episode_steps: int, statistics: list[Any]) -> RolloutBatch:  # fmt: skip
+    @abstractmethod
+    def ready(self, wait: bool = False) -> list[int]:
         """
-        The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out among the workers (:func:`shares`).
+        :param wait: block until every worker is ready
+        :return: the indices of the workers that are ready to take rollouts
+        :raises RuntimeError: when a worker died while starting
+        """
+
+    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
+            max_episode_steps: int, statistics: list[Any], local: LocalRun) -> RolloutBatch:  # fmt: skip
+        """
+        The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out (:func:`shares`) among the ready workers and
+        the trainer, which runs the last share (``local``) while the workers run theirs.
 
         :param statistics: the training env's current observation statistics (:meth:`ObsPipeline.statistics`)
+        :param local: runs a share in the training process
+        :return: the rollouts' batch (:attr:`~arsm_rl.rollouts.RolloutBatch.worker_rollouts`: the workers' shares)
         """
-        tasks = {}
-        for worker, (start, stop) in enumerate(shares(len(branches), self.n_workers)):
-            if stop > start:
-                share = (branches[start:stop], first_actions[start:stop], act, horizons[start:stop])
-                tasks[worker] = (*share, max_episode_steps, start, statistics)
-        return merge(self._execute(tasks))
+        ready = self.ready()
+        *remote, (start, stop) = shares(len(branches), len(ready) + 1)
+        tasks = {
+            worker: (branches[a:b], first_actions[a:b], act, horizons[a:b], max_episode_steps, a, statistics)
+            for worker, (a, b) in zip(ready, remote, strict=True)
+            if b > a
+        }
+        self._send(tasks)
+        own = local(start, stop)
+        batches = self._receive(list(tasks))
+        return merge([*batches, own], worker_rollouts=start)
 
     @abstractmethod
-    def _execute(self, tasks: dict[int, tuple[Any, ...]]) -> list[RolloutBatch]:
+    def _send(self, tasks: dict[int, tuple[Any, ...]]) -> None:
         """
         :param tasks: worker index -> the arguments of :func:`~arsm_rl.rollouts.run_lockstep` after the pool,
             pipeline and stepper, which the worker holds, and the observation statistics: ``(branches,
             first_actions, act, horizons, max_episode_steps, id_offset, statistics)``
-        :return: the workers' batches, in the order of ``tasks``
+        :raises RuntimeError: when a worker died
+        """
+
+    @abstractmethod
+    def _receive(self, workers: list[int]) -> list[RolloutBatch]:
+        """
+        :return: the batches of the tasks sent to ``workers``, in that order
         :raises RuntimeError: when a worker died or failed
         """
 
@@ -113,10 +198,6 @@ def register_backend(cls: type[RolloutWorkers]) -> type[RolloutWorkers]:
     return cls
 
 
-def _died() -> typing.NoReturn:
-    raise RuntimeError("a rollout worker died (killed, or out of memory); its rollouts are lost") from None
-
-
 def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper) -> None:
     parent.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then closes the pipe
@@ -124,6 +205,7 @@ def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper)
     scratch, pipeline, stepper = payload.var
     pool = ScratchPool(lambda: scratch_copy(scratch))
     try:
+        remote.send(("ready", None))
         while True:
             command, data = remote.recv()
             if command == "close":
@@ -135,7 +217,7 @@ def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper)
                 remote.send(("ok", batch))
             except Exception as error:  # reported to the trainer, which raises it
                 remote.send(("error", f"{type(error).__name__}: {error}"))
-    except EOFError:  # the trainer went away
+    except (EOFError, BrokenPipeError):  # the trainer went away
         pass
     finally:
         pool.close()
@@ -151,17 +233,26 @@ class SubprocWorkers(RolloutWorkers):
     :param scratch: a scratch copy of a training sub-env (each worker builds its scratch envs from it)
     :param pipeline: the training env's observation pipeline (:meth:`ObsPipeline.portable`)
     :param stepper: how the workers step their rollouts
+    :raises RuntimeError: when started from a script's top level outside ``if __name__ == "__main__":``
     """
 
     name = "subproc"
 
     def __init__(self, n_workers: int, scratch: gym.Env, pipeline: ObsPipeline, stepper: type[Stepper]) -> None:
+        line = unguarded_main_line()
+        if line is not None:
+            raise RuntimeError(
+                f"rollout workers start processes that run your script again, so line {line} of "
+                f"{sys.modules['__main__'].__file__} must be under 'if __name__ == \"__main__\":' "
+                "(as with SubprocVecEnv), or use n_rollout_workers=0"
+            )
         methods = mp.get_all_start_methods()
         context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         payload = CloudpickleWrapper((scratch, pipeline.portable(), stepper))
         self.n_workers = n_workers
         self.remotes: list[Connection] = []
         self.processes: list[Any] = []
+        self.started: list[bool] = []
         for _ in range(n_workers):
             remote, child = context.Pipe()
             process = context.Process(target=_worker, args=(child, remote, payload), daemon=True)  # type: ignore[attr-defined]
@@ -169,15 +260,38 @@ class SubprocWorkers(RolloutWorkers):
             child.close()
             self.remotes.append(remote)
             self.processes.append(process)
+            self.started.append(False)
 
-    def _execute(self, tasks: dict[int, tuple[Any, ...]]) -> list[RolloutBatch]:
+    def _died(self, worker: int) -> typing.NoReturn:
+        process = self.processes[worker]
+        process.join(timeout=1)
+        reason = exit_reason(process.exitcode)
+        self.close()
+        raise RuntimeError(f"rollout worker {worker} died ({reason}); its rollouts are lost") from None
+
+    def _recv(self, worker: int) -> tuple[str, Any]:
         try:
-            for worker, task in tasks.items():
+            reply: tuple[str, Any] = self.remotes[worker].recv()
+        except (EOFError, ConnectionResetError, OSError):
+            self._died(worker)
+        return reply
+
+    def ready(self, wait: bool = False) -> list[int]:
+        for worker, remote in enumerate(self.remotes):
+            if not self.started[worker] and (wait or remote.poll()):
+                self._recv(worker)  # ("ready", None)
+                self.started[worker] = True
+        return [worker for worker, started in enumerate(self.started) if started]
+
+    def _send(self, tasks: dict[int, tuple[Any, ...]]) -> None:
+        for worker, task in tasks.items():
+            try:
                 self.remotes[worker].send(("run", task))
-            replies = [self.remotes[worker].recv() for worker in tasks]
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            self.close()
-            _died()
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                self._died(worker)
+
+    def _receive(self, workers: list[int]) -> list[RolloutBatch]:
+        replies = [self._recv(worker) for worker in workers]
         errors = [message for status, message in replies if status == "error"]
         if errors:
             raise RuntimeError(f"a rollout worker failed: {errors[0]}")
@@ -196,7 +310,7 @@ class SubprocWorkers(RolloutWorkers):
                 process.join()
         for remote in self.remotes:
             remote.close()
-        self.remotes, self.processes = [], []
+        self.remotes, self.processes, self.started = [], [], []
 
 
 class _RayActor:
@@ -206,6 +320,10 @@ class _RayActor:
         th.set_num_threads(1)
         scratch, self.pipeline, self.stepper = payload.var
         self.pool = ScratchPool(lambda: scratch_copy(scratch))
+
+    def ready(self) -> bool:
+        """Answered once the actor is built."""
+        return True
 
     def run(self, *task: Any) -> RolloutBatch:
         """:param task: ``(branches, first_actions, act, horizons, max_episode_steps, id_offset, statistics)``"""
@@ -249,22 +367,41 @@ class RayWorkers(RolloutWorkers):
         actor = ray.remote(num_cpus=1)(_RayActor)
         self.n_workers = n_workers
         self.actors: list[Any] = [actor.remote(payload) for _ in range(n_workers)]
+        self.starting = {worker: actor.ready.remote() for worker, actor in enumerate(self.actors)}
+        self.futures: dict[int, Any] = {}
 
-    def _execute(self, tasks: dict[int, tuple[Any, ...]]) -> list[RolloutBatch]:
-        futures = [self.actors[worker].run.remote(*task) for worker, task in tasks.items()]
+    def _get(self, futures: list[Any]) -> list[Any]:
         try:
             return list(self.ray.get(futures))
-        except self.ray.exceptions.RayActorError:
+        except self.ray.exceptions.RayActorError as error:
             self.close()
-            _died()
+            raise RuntimeError(f"a rollout worker (Ray actor) died; its rollouts are lost: {error}") from None
         except self.ray.exceptions.RayTaskError as error:
             cause = error.cause if getattr(error, "cause", None) is not None else error
             raise RuntimeError(f"a rollout worker failed: {type(cause).__name__}: {cause}") from None
 
+    def ready(self, wait: bool = False) -> list[int]:
+        if self.starting:
+            pending = list(self.starting.values())
+            done, _ = self.ray.wait(pending, num_returns=len(pending), timeout=None if wait else 0)
+            self._get(done)  # raises for an actor that died while starting
+            self.starting = {worker: ref for worker, ref in self.starting.items() if ref not in done}
+        return [worker for worker in range(len(self.actors)) if worker not in self.starting]
+
+    def _send(self, tasks: dict[int, tuple[Any, ...]]) -> None:
+        self.futures = {worker: self.actors[worker].run.remote(*task) for worker, task in tasks.items()}
+
+    def _receive(self, workers: list[int]) -> list[RolloutBatch]:
+        futures, self.futures = self.futures, {}
+        return self._get([futures[worker] for worker in workers])
+
     def close(self) -> None:
         for actor in getattr(self, "actors", []):
-            self.ray.kill(actor)
-        self.actors = []
+            try:
+                self.ray.kill(actor)
+            except Exception:  # the actor's Ray session already ended (ray.shutdown): nothing to stop
+                pass
+        self.actors, self.starting, self.futures = [], {}, {}
         if getattr(self, "started", False):
             self.ray.shutdown()
             self.started = False
@@ -294,8 +431,9 @@ class WorkerSettings:
 
 
 class WorkerPool:
-    """The one owner of a rollout engine's workers: started from the engine's parts on the first :meth:`run`, kept
-    across updates, stopped by :meth:`close` (and started again by a later :meth:`run`).
+    """The one owner of a rollout engine's workers: started from the engine's parts by :meth:`start` (or the first
+    :meth:`run`) without waiting for them, kept for the engine's life (across updates and ``learn`` calls), stopped
+    by :meth:`close`, or when the pool is garbage-collected or the interpreter exits.
 
     :param settings: the backend and the number of workers
     :param parts: gives, when the workers start, a scratch copy of a training sub-env (each worker builds its scratch
@@ -306,21 +444,40 @@ class WorkerPool:
         self.settings = settings
         self._parts = parts
         self._workers: RolloutWorkers | None = None
+        self._stop: weakref.finalize | None = None
 
     @property
     def running(self) -> bool:
         """Whether the worker processes or actors are running."""
         return self._workers is not None
 
-    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
-            max_episode_steps: int, statistics: list[Any]) -> RolloutBatch:  # fmt: skip
-        """:meth:`RolloutWorkers.run` on the workers, started first if they are not running."""
+    def start(self, wait: bool = False) -> list[int]:
+        """
+        Start the workers if they are not running (nothing to do without workers).
+
+        :param wait: block until every worker is ready to take rollouts
+        :return: the indices of the ready workers
+        """
+        if self.settings.n_workers == 0:
+            return []
         if self._workers is None:
             self._workers = BACKENDS[self.settings.backend](self.settings.n_workers, *self._parts())
-        return self._workers.run(branches, first_actions, act, horizons, max_episode_steps, statistics)
+            self._stop = weakref.finalize(self, self._workers.close)
+        return self._workers.ready(wait)
+
+    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
+            max_episode_steps: int, statistics: list[Any], local: LocalRun) -> RolloutBatch:  # fmt: skip
+        """:meth:`RolloutWorkers.run` on the workers, started first if they are not running."""
+        self.start()
+        assert self._workers is not None
+        try:
+            return self._workers.run(branches, first_actions, act, horizons, max_episode_steps, statistics, local)
+        except BaseException:  # a worker died or failed, the trainer's share raised, Ctrl-C: replies may be in flight
+            self.close()  # so start afresh at the next run
+            raise
 
     def close(self) -> None:
         """Stop the workers, if they are running (idempotent)."""
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
+        if self._stop is not None:
+            self._stop()  # closes them, once
+        self._workers, self._stop = None, None
