@@ -499,9 +499,8 @@ class ARSM(BaseAlgorithm):
         self.logger.record("rollout/pseudo_step_share", float((plan.counts > 0).mean()))
         self.logger.record("rollout/pseudo_rollouts", len(plan.requests))
         self.logger.record("rollout/tail_rollouts", len(tails))
-        if self.n_rollout_workers > 0:
-            rolled = len(plan.requests) + len(tails)
-            self.logger.record("rollout/worker_share", rollouts.worker_rollouts / rolled if rolled else 0.0)
+        rolled = len(plan.requests) + len(tails)
+        self.logger.record("rollout/worker_share", rollouts.worker_rollouts / rolled if rolled else 0.0)
         self.logger.record("rollout/pseudo_steps", rollouts.env_steps)
         self.logger.record("rollout/restore_steps", rollouts.restore_steps)
         self.logger.record("time/total_pseudo_steps", self.num_pseudo_steps)

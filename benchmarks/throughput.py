@@ -9,8 +9,9 @@ batch where it has one, else bare envs one at a time, no wrappers) plus one bare
 Medians over ``--repeats``; ratios come from the same run.
 
 A second table (``--workers-out``) runs the same rollouts of one update (``--max-rollouts``, same seed) with 0, 1
-and 2 rollout workers, ``subproc`` and ``ray`` (when Ray is installed): simulator steps/s after the workers have
-started, and the ratio to no workers; every configuration must spend the same simulator steps.
+and 2 rollout workers, ``subproc`` and ``ray`` (when Ray is installed), the trainer running its own share beside
+them: simulator steps/s once the workers are ready, and the ratio to no workers; every configuration must spend the
+same simulator steps.
 
     python benchmarks/throughput.py
     python benchmarks/throughput.py --quick   # a smoke run, into a fresh temporary folder (never into results/)
@@ -57,8 +58,9 @@ def worker_rates(
         collected = model.collect_update()
         model.set_random_seed(0)
         requests = model.plan_update(collected).requests[:max_rollouts]
+        model.start_rollout_workers()  # and waits until they are ready
         model.set_random_seed(1)
-        model.run_rollouts(collected, requests)  # starts the workers
+        model.run_rollouts(collected, requests)  # warms them up
         seconds, steps = [], 0
         for _ in range(repeats):
             model.set_random_seed(1)

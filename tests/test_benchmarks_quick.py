@@ -227,6 +227,7 @@ INCLUDED = {
         "results/rl_LunarLander-v3.md": "| arsm | 3/3 |",
         "results/throughput.md": "| CartPole-v1 | 64 |",
         "results/throughput_workers.md": "| LunarLander-v3 | 128 | 2 | subproc |",
+        "results/scaling.md": "| 1 | 11.9 | 1.24x |",
         "results/gradient_quality_summary.md": "| ARSM | ",
         "results/mask_form.md": "| valid subset, C = 4 |",
         "results/many_actions_variance.md": "| 32 | 0 | arsm |",
@@ -445,16 +446,23 @@ def test_headless_quick(tmp_path: Path) -> None:
 
 
 def test_scaling_quick(tmp_path: Path) -> None:
-    """scaling.py: a row per worker count whose parts add up to its wall time, and a projection for each env."""
+    """scaling.py: a row per worker count whose parts add up to its wall time, no rollouts on workers without
+    workers, and a projection for each env that agrees with its own split."""
     folder, _ = run_quick("scaling.py", tmp_path=tmp_path, timeout=300)
     text = (folder / "scaling.md").read_text()
-    assert (folder / "scaling.png").stat().st_size > 0 and text.count("Amdahl through 1 and 2 workers") == 2
-    for table in text.split("## ")[1:]:
+    assert (folder / "scaling.png").stat().st_size > 0 and text.count("Projected speed-up over no workers") == 2
+    for table in text.split("#### ")[1:]:
         rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
         assert [int(row[0]) for row in rows] == [0, 1, 2]
         for row in rows:
-            wall, collect, plan, rollouts, gradient = (float(row[i].split()[0]) for i in (1, 3, 4, 5, 6))
+            wall, collect, plan, rollouts, gradient = (float(row[i]) for i in (1, 3, 4, 5, 6))
             assert collect > 0 and collect + plan + rollouts + gradient == pytest.approx(wall, abs=0.2)
+        assert rows[0][7].strip() == "0%"
+        serial = float(table.split("Serial a = ")[1].split(" s")[0])
+        parallel = float(table.split("parallel b = ")[1].split(" s")[0])
+        one_worker_wall = float(rows[1][1])
+        assert parallel == pytest.approx(float(rows[0][5]), abs=0.06)
+        assert serial == pytest.approx(one_worker_wall - parallel / 2, abs=0.1)
 
 
 @pytest.mark.parametrize(("script", "option"), [("headless.py", "--chunk=0"), ("fork_training.py", "--steps=-1")])
