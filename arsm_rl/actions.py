@@ -36,6 +36,7 @@ class JointActions:
         self.n_joint = int(np.prod(nvec))
         #: valid[k, c]: category c exists in dimension k
         self.valid = th.as_tensor(np.arange(self.n_categories)[None, :] < nvec[:, None])
+        self._valid = self.valid.numpy()
         self._unpadded = bool(self.valid.all())  # every dimension has C actions: padding is a reshape
         self.strides = np.concatenate([[1], np.cumprod(nvec[:-1])]).astype(np.int64)
         self._starts = np.concatenate([[0], np.cumsum(nvec[:-1])]).astype(np.int64)  # each dimension's first logit
@@ -109,6 +110,28 @@ class JointActions:
         """Race winners per dimension, ``(B, K)`` int64, from ``(B, sum(nvec))`` CPU logits and ``(B, K, C)`` noise."""
         k, c = self.valid.shape
         return race_actions(self.padded(logits).reshape(-1, c), th.as_tensor(noise).reshape(-1, c)).reshape(-1, k).numpy()
+
+    def race_numpy(self, logits: np.ndarray, noise: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """
+        :meth:`race` in numpy, for pseudo rollouts (which run without torch where they can): the winners of
+        ``argmin_i (ln pi_i - logits_i)`` per dimension (:func:`~arsm_rl.estimators.math.race_actions`), ties to the
+        lowest index. numpy's ``log`` may round the last bit otherwise than torch's, so a near-tie can go the other
+        way than :meth:`race` would take it: a rollout races only with this form, the real steps only with :meth:`race`.
+
+        :param logits: ``(B, sum(nvec))`` float32 logits
+        :param noise: ``(B, K, C)`` float32 noise
+        :param masks: ``(B, sum(nvec))`` bool, ``False`` where an action is forbidden (from :meth:`check_masks`), or
+            ``None``
+        :return: ``(B, K)`` int64 winners
+        """
+        if masks is not None:
+            logits = np.where(masks, logits, np.float32(-np.inf))
+        if self._unpadded:
+            padded = logits.reshape(len(logits), *self._valid.shape)
+        else:
+            padded = np.full((len(logits), *self._valid.shape), -np.inf, dtype=logits.dtype)
+            padded[:, self._valid] = logits
+        return np.argmin(np.log(noise) - padded, axis=-1)
 
     def encode(self, actions: np.ndarray) -> np.ndarray:
         """Joint actions ``(..., K)`` -> integer codes ``(...)`` (mixed radix)."""

@@ -5,7 +5,8 @@ initial policy), then the same pseudo rollouts run (a) all together in lockstep,
 per step, and (b) one at a time. Then a few full updates are timed and split into real collection,
 pseudo rollouts and the rest of the update, with the cost of one real step and of one lockstep iteration. The
 limit is measured in the same run: the same number of rows stepped by the bare dynamics (the family's numpy
-batch where it has one, else bare envs one at a time, no wrappers) plus one bare policy forward on the batch.
+batch where it has one, else bare envs one at a time, no wrappers) plus one bare policy forward on the batch (the
+policy's numpy form, as the rollouts use it).
 Medians over ``--repeats``; ratios come from the same run.
 
 A second table (``--workers-out``) runs the same rollouts of one update (``--max-rollouts``, same seed) with 0, 1
@@ -31,6 +32,7 @@ from outputs import add_output, resolve_outputs
 
 from arsm_rl import ARSM, UpdateData
 from arsm_rl.cloning import family
+from arsm_rl.rollouts import numpy_logits, pad_rows
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "LunarLander-v3")
 
@@ -76,22 +78,30 @@ def worker_rates(
 
 
 def limit_rate(model: ARSM, env_id: str, rows: int, iterations: int = 200) -> float:
-    """Simulator steps/s of the bare loop: ``rows`` rows of bare dynamics plus one policy forward per iteration."""
+    """Simulator steps/s of the bare loop: ``rows`` rows of bare dynamics plus one policy forward per iteration (the
+    numpy form the rollouts use where the policy has one, torch's otherwise)."""
     envs = [gym.make(env_id).unwrapped for _ in range(rows)]
     for r, env in enumerate(envs):
         env.reset(seed=r)
     kind = family(envs[0])
     rng = np.random.default_rng(0)
     actions = rng.integers(model.action_space.n, size=(iterations, rows))  # type: ignore[attr-defined]
-    policy = model.policy
+    mlp = numpy_logits(model.policy)
+
+    def forward(obs: np.ndarray) -> None:
+        if mlp is not None:
+            mlp(pad_rows(obs))
+        else:
+            with th.no_grad():
+                model.policy(th.as_tensor(obs))
+
     if kind.dynamics is not None and kind.state is not None:
         dynamics = kind.dynamics(envs[0], [kind.state.get(env) for env in envs])
         all_rows = np.arange(rows)
         start = time.perf_counter()
         for i in range(iterations):
             obs, _, _ = dynamics.step(all_rows, actions[i])
-            with th.no_grad():
-                policy(th.as_tensor(obs))
+            forward(obs)
     else:
         obs = np.stack([env.reset(seed=r)[0] for r, env in enumerate(envs)])
         start = time.perf_counter()
@@ -100,8 +110,7 @@ def limit_rate(model: ARSM, env_id: str, rows: int, iterations: int = 200) -> fl
                 obs[r], _, terminated, truncated, _ = env.step(int(actions[i, r]))
                 if terminated or truncated:
                     obs[r] = env.reset()[0]
-            with th.no_grad():
-                policy(th.as_tensor(obs))
+            forward(obs)
     return rows * iterations / (time.perf_counter() - start)
 
 

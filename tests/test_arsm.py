@@ -421,3 +421,19 @@ def test_no_signal_share_is_logged() -> None:
         model.train(model.collect_update())
         shares[env_id] = model.logger.name_to_value["train/no_signal_share"]
     assert shares["MountainCar-v0"] == 1.0 and shares["CartPole-v1"] < 1.0
+
+
+@pytest.mark.parametrize("activation", [th.nn.Tanh, th.nn.ReLU, th.nn.ELU])
+def test_forward_is_the_modules_bit_for_bit(activation: type[th.nn.Module]) -> None:
+    """ARSMPolicy.forward runs Linear, Tanh and ReLU as functions (no module dispatch) and other layers as modules:
+    the logits and their gradients are those of the logits network called as a module."""
+    policy = ARSM("MlpPolicy", "LunarLander-v3", policy_kwargs=dict(activation_fn=activation), seed=0).policy
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(37, 8)).astype(np.float32))
+    fast = policy(obs)
+    fast.square().sum().backward()
+    fast_grads = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+    modules = policy.logits_net(policy.extract_features(obs, policy.features_extractor))
+    modules.square().sum().backward()
+    assert th.equal(fast, modules)
+    assert all(th.equal(a, p.grad) for a, p in zip(fast_grads, policy.parameters(), strict=True))

@@ -10,14 +10,17 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from arsm_rl import ARSM
+from arsm_rl.actions import JointActions
 from arsm_rl.cloning import make_cloneable, scratch_copy
 from arsm_rl.rollouts import (
+    POLICY_BLOCK,
     BatchStepper,
     EnvStepper,
     RolloutEngine,
     ScratchPool,
     discounted_returns,
     enable_cloning,
+    numpy_logits,
     run_lockstep,
     select_stepper,
 )
@@ -281,3 +284,64 @@ def test_scratch_envs_are_headless_and_the_training_env_still_renders() -> None:
     pool = ScratchPool(lambda: scratch_copy(env))
     assert [scratch.unwrapped.render_mode for scratch in pool.take(2)] == [None, None]
     assert env.unwrapped.render_mode == "rgb_array" and len(env.unwrapped.particles) == 5
+
+
+@pytest.mark.parametrize(
+    ("env_id", "policy_kwargs"),
+    [
+        ("LunarLander-v3", {}),
+        ("Acrobot-v1", dict(net_arch=[10, 10], activation_fn=th.nn.ReLU)),
+        ("CartPole-v1", dict(net_arch=[])),  # a linear policy
+        ("FrozenLake-v1", {}),  # Discrete observations, one-hot coded
+    ],
+)
+def test_numpy_logits_are_the_policy_to_float32_rounding(env_id: str, policy_kwargs: dict) -> None:
+    """The rollouts' numpy form of an MLP policy: torch's logits to within float32 rounding, on observations as the
+    env gives them."""
+    model = ARSM("MlpPolicy", env_id, policy_kwargs=policy_kwargs, seed=0)
+    mlp = numpy_logits(model.policy)
+    assert mlp is not None
+    env = gym.make(env_id)
+    obs = np.stack([env.observation_space.sample() for _ in range(3 * POLICY_BLOCK)])
+    with th.no_grad():
+        expected = model.policy(model.policy.obs_to_tensor(obs)[0]).numpy()
+    got = mlp(obs)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert np.allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    assert not np.array_equal(got, 0 * got)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "policy_kwargs"),
+    [
+        ("CartPole-v1", dict(activation_fn=th.nn.ELU)),  # an activation it does not compute
+        ("ALE/Pong-v5", {}),  # images, rescaled by SB3
+    ],
+)
+def test_policies_without_a_numpy_form_keep_torch(env_id: str, policy_kwargs: dict) -> None:
+    if env_id.startswith("ALE/"):
+        pytest.importorskip("ale_py")
+        import ale_py
+
+        gym.register_envs(ale_py)
+        policy = "CnnPolicy"
+    else:
+        policy = "MlpPolicy"
+    model = ARSM(policy, env_id, policy_kwargs=policy_kwargs, seed=0, n_steps=8)
+    assert numpy_logits(model.policy) is None
+
+
+def test_the_numpy_race_is_the_race() -> None:
+    """JointActions.race_numpy, the rollouts' race, against the real steps' race (torch): the same winners but for the
+    last bit of a logarithm on a near-tie, and never a masked action."""
+    joint = JointActions(np.array([3, 5]), discrete=False)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20_000, 8)).astype(np.float32)
+    noise = joint.noise(rng, 20_000)
+    agree = (joint.race_numpy(logits, noise) == joint.race(th.as_tensor(logits), noise)).all(axis=1)
+    assert agree.mean() > 0.9999
+    masks = rng.random((20_000, 8)) < 0.6
+    masks[:, [0, 3]] = True  # one valid action per dimension at least
+    winners = joint.race_numpy(logits, noise, masks)
+    assert masks[np.arange(20_000), winners[:, 0]].all() and masks[np.arange(20_000), 3 + winners[:, 1]].all()
+    assert (winners == joint.race(joint.masked(th.as_tensor(logits), masks), noise)).all(axis=1).mean() > 0.9999

@@ -46,9 +46,15 @@ def worker_processes() -> list[int]:
 
 
 def test_policy_rows_do_not_depend_on_the_other_blocks() -> None:
-    """What makes the split invisible: a block's logits are the same whichever blocks are stacked with it."""
+    """What makes the split invisible: a block's logits are the same whichever blocks are stacked with it, in the numpy
+    form the rollouts use and in torch's (policies without a numpy form); with numpy, a row's logits are even the same
+    with zeros in the rest of its block."""
+    from arsm_rl.rollouts import numpy_logits
+
     th.manual_seed(0)
     policy = ARSM("MlpPolicy", "LunarLander-v3", seed=0).policy
+    mlp = numpy_logits(policy)
+    assert mlp is not None
     block = np.random.default_rng(0).normal(size=(POLICY_BLOCK, 8)).astype(np.float32)
     with th.no_grad():
         alone = policy(th.as_tensor(block))
@@ -56,6 +62,11 @@ def test_policy_rows_do_not_depend_on_the_other_blocks() -> None:
             others = np.random.default_rng(k).normal(size=((k - 1) * POLICY_BLOCK, 8)).astype(np.float32)
             stacked = policy(th.as_tensor(np.concatenate([others, block])))
             assert th.equal(stacked[-POLICY_BLOCK:], alone)
+            assert np.array_equal(mlp(np.concatenate([others, block]))[-POLICY_BLOCK:], mlp(block))
+    for row in (0, 5, 15):
+        lonely = np.zeros_like(block)
+        lonely[row] = block[row]
+        assert np.array_equal(mlp(lonely)[row], mlp(block)[row])
     assert block_rows(np.array([3, 40]), 50).tolist() == list(range(16)) + list(range(32, 48))
     assert len(pad_rows(np.zeros((17, 2)))) == 2 * POLICY_BLOCK
 
@@ -323,23 +334,26 @@ def test_a_script_without_the_main_guard_is_told_so(tmp_path: Path, guarded: boo
     )
 
 
-def test_a_task_carries_no_torch_storage() -> None:
+@pytest.mark.parametrize("activation", [th.nn.Tanh, th.nn.ELU])
+def test_a_task_carries_no_torch_storage(activation: type[th.nn.Module]) -> None:
     """Through a multiprocessing pipe a torch tensor travels as a file descriptor that the worker fetches from the
     trainer's resource-sharer thread (25-40 ms per task while the trainer runs its own share): the rollout policy
-    sends its weights and action coding as numpy, and acts the same after the trip."""
+    sends its weights (its numpy form for a Tanh MLP, the torch policy's state for an ELU one) and action coding as
+    numpy, and acts the same after the trip."""
     import io
     from multiprocessing.reduction import ForkingPickler
 
     from arsm_rl.rollouts import RacePolicy
 
-    model = ARSM("MlpPolicy", "CartPole-v1", **SMALL)
+    model = ARSM("MlpPolicy", "CartPole-v1", **{**SMALL, "policy_kwargs": dict(net_arch=[16], activation_fn=activation)})
     collected = model.collect_update()
     rows = np.arange(4)
     act = RacePolicy(model.policy, model.policy.joint, 7, 4, collected.noise, rows, 0 * rows, share_noise=False)
+    assert (act.mlp is None) == (activation is th.nn.ELU)
     buffer = io.BytesIO()
     ForkingPickler(buffer).dump(act)
     assert b"rebuild_storage_fd" not in buffer.getvalue()
     travelled = ForkingPickler.loads(buffer.getvalue())
     obs = collected.obs[:4].reshape(4, -1)
-    assert th.equal(travelled.logits(obs), act.logits(obs))
+    assert np.array_equal(travelled.logits(obs), act.logits(obs))
     assert np.array_equal(travelled(obs, rows, 1), act(obs, rows, 1))

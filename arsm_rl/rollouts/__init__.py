@@ -17,7 +17,8 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
 - :mod:`~arsm_rl.rollouts.lockstep`: :func:`run_lockstep` runs all rollouts of an update in lockstep,
   one batched policy call per step;
 - :mod:`~arsm_rl.rollouts.policy` and :mod:`~arsm_rl.rollouts.noise`: :class:`RacePolicy`, the policy inside
-  pseudo rollouts, racing with each rollout's own noise stream (:class:`RolloutNoise`);
+  pseudo rollouts, racing with each rollout's own noise stream (:class:`RolloutNoise`), with the policy's numpy form
+  where it has one (:mod:`~arsm_rl.rollouts.mlp`: :class:`NumpyLogits`, :func:`numpy_logits`);
 - :mod:`~arsm_rl.rollouts.workers`: the rollout workers (backends registered in :data:`BACKENDS`) and
   :class:`WorkerPool`, which starts and stops one engine's workers;
 - :mod:`~arsm_rl.rollouts.engine`: :class:`RolloutEngine` holds one training env's parts, its workers included;
@@ -28,9 +29,10 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
 
 from arsm_rl.rollouts.engine import RolloutEngine
 from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, block_rows, pad_rows, run_lockstep
+from arsm_rl.rollouts.mlp import NumpyLogits
 from arsm_rl.rollouts.noise import RolloutNoise
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, flatten_steps, select_rows, stack_obs
-from arsm_rl.rollouts.policy import RacePolicy
+from arsm_rl.rollouts.policy import RacePolicy, numpy_logits
 from arsm_rl.rollouts.returns import discounted_returns, float32_rewards, tail_horizon, trailing_start, true_values
 from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
 from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
@@ -46,6 +48,7 @@ __all__ = [
     "BatchStepper",
     "BranchPoint",
     "EnvStepper",
+    "NumpyLogits",
     "Obs",
     "ObsPipeline",
     "RacePolicy",
@@ -62,6 +65,7 @@ __all__ = [
     "enable_cloning",
     "flatten_steps",
     "float32_rewards",
+    "numpy_logits",
     "pad_rows",
     "register_backend",
     "run_lockstep",

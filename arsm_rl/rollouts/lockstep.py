@@ -10,6 +10,7 @@ import numpy as np
 
 from arsm_rl.cloning import Snapshot
 from arsm_rl.forkvec.vec_env import ForkSnapshot
+from arsm_rl.rollouts.mlp import BLOCK
 from arsm_rl.rollouts.obs import Obs, ObsPipeline, select_rows
 from arsm_rl.rollouts.returns import float32_rewards
 from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper
@@ -25,8 +26,9 @@ __all__ = ["POLICY_BLOCK", "ActFn", "BranchPoint", "RolloutBatch", "block_rows",
 #: batch layout, whichever other rollouts run with it (see :func:`block_rows`).
 ActFn = Callable[[Obs, np.ndarray, int, np.ndarray | None], np.ndarray]
 
-#: Rollouts are handed to the policy in blocks of this many rows.
-POLICY_BLOCK = 16
+#: Rollouts are handed to the policy in blocks of this many rows (the numpy policy's block,
+#: :data:`arsm_rl.rollouts.mlp.BLOCK`).
+POLICY_BLOCK = BLOCK
 
 _ENDLESS = np.iinfo(np.int64).max
 
