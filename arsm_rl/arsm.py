@@ -23,12 +23,12 @@ from arsm_rl.estimators import ESTIMATORS, Draws, Estimator, StepBatch
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
     BranchPoint,
-    RacePolicy,
     RolloutEngine,
     discounted_returns,
     enable_cloning,
     flatten_steps,
     float32_rewards,
+    race_policy,
     select_rows,
     stack_obs,
     tail_horizon,
@@ -580,7 +580,7 @@ class ARSM(BaseAlgorithm):
         if not branches:
             return RolloutValues(np.zeros(0), {}, 0, 0)
         entropy = int(self._pseudo_rng.integers(2**63))
-        act = RacePolicy(self.policy, self._joint, entropy, len(branches), collected.noise, np.array(steps), np.array(envs),
+        act = race_policy(self.policy, self._joint, entropy, len(branches), collected.noise, np.array(steps), np.array(envs),
                          self.share_noise)  # fmt: skip
         if tails:
             tail_obs = select_rows(collected.tail_obs, list(tails))

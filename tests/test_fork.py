@@ -263,3 +263,44 @@ def test_without_fork_one_line_names_the_replay_path(monkeypatch: pytest.MonkeyP
     with pytest.raises(OSError, match=r"needs Linux.*DummyVecEnv") as error:
         make_vec_env("CartPole-v1", 1, vec_env_cls=ForkVecEnv)
     assert "\n" not in str(error.value)
+
+
+def test_rollouts_run_whole_inside_their_forks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an MLP policy (numpy logits) each rollout runs inside its fork: no step crosses the socket, and training is
+    the same as with one round trip per step (a policy forced onto that path), on LunarLander and on an env with a
+    hidden global RNG that only forks can copy; the forks import no torch."""
+    from arsm_rl.forkvec.vec_env import ForkedEnv
+    from arsm_rl.rollouts import RacePolicy
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sent = []
+    send_step = ForkedEnv.send_step
+    monkeypatch.setattr(ForkedEnv, "send_step", lambda self, action: (sent.append(1), send_step(self, action))[1])
+    for make, kwargs in ((lambda: make_vec_env("LunarLander-v3", 2, seed=0, vec_env_cls=ForkVecEnv), LUNAR),
+                         (lambda: make_vec_env(walk, 2, seed=0, vec_env_cls=ForkVecEnv), {})):  # fmt: skip
+        learnt = {}
+        for inside in (True, False):
+            with monkeypatch.context() as patch:
+                if not inside:
+                    patch.setattr(RacePolicy, "portable", property(lambda self: False))
+                venv = make()
+                model = ARSM("MlpPolicy", venv, **SMALL, **kwargs)
+                sent.clear()  # the probes at construction step forked copies
+                model.learn(64)
+                learnt[inside] = parameters(model)
+                assert model.num_pseudo_steps > 0
+                assert (len(sent) == 0) == inside
+                assert venv.torch_in_workers == [False, False]
+                venv.close()
+        assert th.equal(learnt[True], learnt[False])
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_the_rollout_policy_imports_no_torch() -> None:
+    """What a fork runs (arsm_rl.rollouts.race: the policy's numpy form, the noise, the race) imports neither torch nor
+    SB3's package."""
+    import subprocess
+
+    code = "import sys, arsm_rl.rollouts.race; print('torch' in sys.modules, 'stable_baselines3' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["False", "False"], result.stderr

@@ -343,13 +343,13 @@ def test_a_task_carries_no_torch_storage(activation: type[th.nn.Module]) -> None
     import io
     from multiprocessing.reduction import ForkingPickler
 
-    from arsm_rl.rollouts import RacePolicy
+    from arsm_rl.rollouts import race_policy
 
     model = ARSM("MlpPolicy", "CartPole-v1", **{**SMALL, "policy_kwargs": dict(net_arch=[16], activation_fn=activation)})
     collected = model.collect_update()
     rows = np.arange(4)
-    act = RacePolicy(model.policy, model.policy.joint, 7, 4, collected.noise, rows, 0 * rows, share_noise=False)
-    assert (act.mlp is None) == (activation is th.nn.ELU)
+    act = race_policy(model.policy, model.policy.joint, 7, 4, collected.noise, rows, 0 * rows, share_noise=False)
+    assert act.portable == (activation is not th.nn.ELU)
     buffer = io.BytesIO()
     ForkingPickler(buffer).dump(act)
     assert b"rebuild_storage_fd" not in buffer.getvalue()

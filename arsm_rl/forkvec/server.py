@@ -235,6 +235,10 @@ class EnvServer:
             self.headless = pickle.loads(finder)(self.env)
         except Exception:  # headless only saves time: rollouts without it are the same
             self.headless = None
+        try:  # imported once here, not in each fork that runs a whole pseudo rollout (arsm_rl.rollouts.run_in_forks)
+            importlib.import_module("arsm_rl.rollouts.race")
+        except ImportError:  # an arsm_rl without it: the trainer's import error will say so
+            pass
 
     def _snapshot(self) -> tuple[str, int]:
         """Fork a paused copy of this process; :return: the address it listens on and its pid"""

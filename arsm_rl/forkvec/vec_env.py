@@ -97,10 +97,18 @@ class ForkedEnv:
 
     def receive_step(self) -> tuple[Any, float, bool, bool]:
         """:return: ``(obs, reward, terminated, truncated)`` of the step sent last"""
+        return typing.cast(tuple[Any, float, bool, bool], self.receive_call())
+
+    def send_call(self, function: Callable[..., Any], *args: Any) -> None:
+        """Send :meth:`call` without waiting for its result (read by :meth:`receive_call`, so that many copies run at once)."""
+        self._guard(lambda: self.conn.send_bytes(dumps(("call", (function, args)))))
+
+    def receive_call(self) -> Any:
+        """:return: the result of the command sent last (:meth:`send_call`, :meth:`send_step`)"""
         status, value = self._guard(lambda: pickle.loads(self.conn.recv_bytes()))
         if status == "error":
             raise RuntimeError(f"a forked env raised {value[1]}")
-        return typing.cast(tuple[Any, float, bool, bool], value)
+        return value
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """``gymnasium``'s ``step`` (the info dict is not sent back: empty)."""

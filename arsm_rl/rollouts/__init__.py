@@ -16,27 +16,91 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
   return observations, rewards, ends", with its registered implementations (:data:`STEPPERS`);
 - :mod:`~arsm_rl.rollouts.lockstep`: :func:`run_lockstep` runs all rollouts of an update in lockstep,
   one batched policy call per step;
-- :mod:`~arsm_rl.rollouts.policy` and :mod:`~arsm_rl.rollouts.noise`: :class:`RacePolicy`, the policy inside
-  pseudo rollouts, racing with each rollout's own noise stream (:class:`RolloutNoise`), with the policy's numpy form
-  where it has one (:mod:`~arsm_rl.rollouts.mlp`: :class:`NumpyLogits`, :func:`numpy_logits`);
+- :mod:`~arsm_rl.rollouts.race`, :mod:`~arsm_rl.rollouts.noise` and :mod:`~arsm_rl.rollouts.mlp`:
+  :class:`RacePolicy`, the policy inside pseudo rollouts, racing with each rollout's own noise stream
+  (:class:`RolloutNoise`), on the policy's numpy form where it has one (:class:`NumpyLogits`); none of them imports
+  torch, so a ``ForkVecEnv`` copy runs whole rollouts with them. :mod:`~arsm_rl.rollouts.policy` builds it from an SB3
+  policy (:func:`race_policy`, :func:`numpy_logits`, :class:`TorchLogits`);
 - :mod:`~arsm_rl.rollouts.workers`: the rollout workers (backends registered in :data:`BACKENDS`) and
   :class:`WorkerPool`, which starts and stops one engine's workers;
 - :mod:`~arsm_rl.rollouts.engine`: :class:`RolloutEngine` holds one training env's parts, its workers included;
 - :mod:`~arsm_rl.rollouts.returns`: :func:`discounted_returns` turns reward sequences into action values,
   with the same floating point operations for real and pseudo trajectories (equal rewards give bit-equal values);
   :func:`true_values` and :func:`tail_horizon` value an update's real steps, completed by tail rollouts.
+
+The names are imported on first use (PEP 562), so that importing a torch-free module of this package (``race``,
+``noise``, ``mlp``, in a ``ForkVecEnv`` process) does not import the rest.
 """
 
-from arsm_rl.rollouts.engine import RolloutEngine
-from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, block_rows, pad_rows, run_lockstep
-from arsm_rl.rollouts.mlp import NumpyLogits
-from arsm_rl.rollouts.noise import RolloutNoise
-from arsm_rl.rollouts.obs import Obs, ObsPipeline, flatten_steps, select_rows, stack_obs
-from arsm_rl.rollouts.policy import RacePolicy, numpy_logits
-from arsm_rl.rollouts.returns import discounted_returns, float32_rewards, tail_horizon, trailing_start, true_values
-from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
-from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
-from arsm_rl.rollouts.workers import BACKENDS, WorkerPool, WorkerSettings, register_backend
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from arsm_rl.rollouts.engine import RolloutEngine
+    from arsm_rl.rollouts.lockstep import (
+        POLICY_BLOCK,
+        ActFn,
+        BranchPoint,
+        RolloutBatch,
+        block_rows,
+        run_in_forks,
+        run_lockstep,
+    )
+    from arsm_rl.rollouts.mlp import NumpyLogits, pad_rows
+    from arsm_rl.rollouts.noise import RolloutNoise
+    from arsm_rl.rollouts.obs import Obs, ObsPipeline, flatten_steps, select_rows, stack_obs
+    from arsm_rl.rollouts.policy import TorchLogits, numpy_logits, race_policy
+    from arsm_rl.rollouts.race import RacePolicy
+    from arsm_rl.rollouts.returns import discounted_returns, float32_rewards, tail_horizon, trailing_start, true_values
+    from arsm_rl.rollouts.steppers import STEPPERS, BatchStepper, EnvStepper, ScratchPool, Stepper, select_stepper
+    from arsm_rl.rollouts.vec import PROBE_EPISODES, PROBE_STEPS, VecCloner, enable_cloning, verify_rollouts
+    from arsm_rl.rollouts.workers import BACKENDS, WorkerPool, WorkerSettings, register_backend
+
+#: public name -> the module that defines it
+_HOMES = {
+    "RolloutEngine": "arsm_rl.rollouts.engine",
+    "POLICY_BLOCK": "arsm_rl.rollouts.lockstep",
+    "ActFn": "arsm_rl.rollouts.lockstep",
+    "BranchPoint": "arsm_rl.rollouts.lockstep",
+    "RolloutBatch": "arsm_rl.rollouts.lockstep",
+    "block_rows": "arsm_rl.rollouts.lockstep",
+    "run_in_forks": "arsm_rl.rollouts.lockstep",
+    "run_lockstep": "arsm_rl.rollouts.lockstep",
+    "NumpyLogits": "arsm_rl.rollouts.mlp",
+    "pad_rows": "arsm_rl.rollouts.mlp",
+    "RolloutNoise": "arsm_rl.rollouts.noise",
+    "Obs": "arsm_rl.rollouts.obs",
+    "ObsPipeline": "arsm_rl.rollouts.obs",
+    "flatten_steps": "arsm_rl.rollouts.obs",
+    "select_rows": "arsm_rl.rollouts.obs",
+    "stack_obs": "arsm_rl.rollouts.obs",
+    "TorchLogits": "arsm_rl.rollouts.policy",
+    "numpy_logits": "arsm_rl.rollouts.policy",
+    "race_policy": "arsm_rl.rollouts.policy",
+    "RacePolicy": "arsm_rl.rollouts.race",
+    "discounted_returns": "arsm_rl.rollouts.returns",
+    "float32_rewards": "arsm_rl.rollouts.returns",
+    "tail_horizon": "arsm_rl.rollouts.returns",
+    "trailing_start": "arsm_rl.rollouts.returns",
+    "true_values": "arsm_rl.rollouts.returns",
+    "STEPPERS": "arsm_rl.rollouts.steppers",
+    "BatchStepper": "arsm_rl.rollouts.steppers",
+    "EnvStepper": "arsm_rl.rollouts.steppers",
+    "ScratchPool": "arsm_rl.rollouts.steppers",
+    "Stepper": "arsm_rl.rollouts.steppers",
+    "select_stepper": "arsm_rl.rollouts.steppers",
+    "PROBE_EPISODES": "arsm_rl.rollouts.vec",
+    "PROBE_STEPS": "arsm_rl.rollouts.vec",
+    "VecCloner": "arsm_rl.rollouts.vec",
+    "enable_cloning": "arsm_rl.rollouts.vec",
+    "verify_rollouts": "arsm_rl.rollouts.vec",
+    "BACKENDS": "arsm_rl.rollouts.workers",
+    "WorkerPool": "arsm_rl.rollouts.workers",
+    "WorkerSettings": "arsm_rl.rollouts.workers",
+    "register_backend": "arsm_rl.rollouts.workers",
+}
 
 __all__ = [
     "BACKENDS",
@@ -57,6 +121,7 @@ __all__ = [
     "RolloutNoise",
     "ScratchPool",
     "Stepper",
+    "TorchLogits",
     "VecCloner",
     "WorkerPool",
     "WorkerSettings",
@@ -67,7 +132,9 @@ __all__ = [
     "float32_rewards",
     "numpy_logits",
     "pad_rows",
+    "race_policy",
     "register_backend",
+    "run_in_forks",
     "run_lockstep",
     "select_rows",
     "select_stepper",
@@ -77,3 +144,16 @@ __all__ = [
     "true_values",
     "verify_rollouts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'arsm_rl.rollouts' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

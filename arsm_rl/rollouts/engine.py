@@ -10,9 +10,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from arsm_rl.actions import JointActions
 from arsm_rl.cloning import has_masks, vec_masks
 from arsm_rl.estimators import Draws, Estimator
-from arsm_rl.rollouts.lockstep import ActFn, BranchPoint, RolloutBatch, run_lockstep
+from arsm_rl.rollouts.lockstep import ActFn, BranchPoint, RolloutBatch, run_in_forks, run_lockstep
 from arsm_rl.rollouts.obs import ObsPipeline
-from arsm_rl.rollouts.steppers import ScratchPool, select_stepper
+from arsm_rl.rollouts.race import RacePolicy
+from arsm_rl.rollouts.steppers import ForkStepper, ScratchPool, select_stepper
 from arsm_rl.rollouts.vec import VecCloner
 from arsm_rl.rollouts.workers import WorkerPool, WorkerSettings
 
@@ -98,11 +99,19 @@ class RolloutEngine:
     ) -> RolloutBatch:
         """
         Run one rollout per branch point in lockstep with :attr:`stepper`, in this process or shared out among the
-        ready :attr:`workers` and this process (the same result either way); see :func:`run_lockstep`.
+        ready :attr:`workers` and this process (the same result either way); see :func:`run_lockstep`. With
+        ``ForkVecEnv`` snapshots, a portable ``act`` (numpy logits), no observation transforms and no action masks,
+        this process's share runs each rollout whole inside its fork (:func:`run_in_forks`; the same result).
         """
         horizon_list = list(horizons or [None] * len(branches))
+        in_forks = self.stepper is ForkStepper and isinstance(act, RacePolicy) and act.portable
+        in_forks = in_forks and not self.pipeline.transforms and not self.masked
 
         def local(start: int, stop: int) -> RolloutBatch:
+            if in_forks:
+                assert isinstance(act, RacePolicy)
+                return run_in_forks(branches[start:stop], first_actions[start:stop], act, horizon_list[start:stop],
+                                    max_episode_steps, id_offset=start)  # fmt: skip
             return run_lockstep(self.pool, branches[start:stop], first_actions[start:stop], self.pipeline, act,
                                 horizon_list[start:stop], self.stepper, max_episode_steps, id_offset=start)  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""The logits MLP of a policy as numpy arrays: the policy inside pseudo rollouts, without torch.
+"""Blocks of policy rows, and the logits MLP of a policy as numpy arrays: the policy inside pseudo rollouts, without torch.
 
 A pseudo rollout calls the policy once per step on a handful of rows. For the small MLPs of the presets, torch's
 per-call overhead (module dispatch, tensor wrapping, its own ``tanh``) costs more than the arithmetic: the same
@@ -13,10 +13,11 @@ stacked with it or what the other rows hold (see :func:`arsm_rl.rollouts.lockste
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "BLOCK", "NumpyLogits"]
+__all__ = ["ACTIVATIONS", "BLOCK", "NumpyLogits", "pad_rows"]
 
 #: Rows per matrix product; the rollouts' policy blocks (:data:`arsm_rl.rollouts.lockstep.POLICY_BLOCK`) are these.
 BLOCK = 16
@@ -84,3 +85,13 @@ class NumpyLogits:
                 else:
                     np.maximum(x, 0, out=x)
         return x.reshape(-1, x.shape[-1])
+
+
+def pad_rows(obs: Any) -> Any:
+    """:return: ``obs`` with zero rows appended up to a multiple of :data:`BLOCK` rows (see ``block_rows``)"""
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        missing = -len(x) % BLOCK
+        return np.concatenate([x, np.zeros((missing, *x.shape[1:]), dtype=x.dtype)]) if missing else x
+
+    return {key: pad(value) for key, value in obs.items()} if isinstance(obs, dict) else pad(obs)

@@ -1,10 +1,13 @@
-"""Each pseudo rollout's own noise stream, so that its actions do not depend on which rollouts run beside it."""
+"""Each pseudo rollout's own noise stream, so that its actions do not depend on which rollouts run beside it.
+
+This module imports neither torch nor SB3 (see :mod:`arsm_rl.rollouts.race`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from arsm_rl.actions import JointActions
+from arsm_rl.coding import ActionCoding
 
 __all__ = ["RolloutNoise"]
 
@@ -23,10 +26,10 @@ class RolloutNoise:
     #: steps of noise drawn at a time per rollout
     BLOCK = 32
 
-    def __init__(self, actions: JointActions, entropy: int, n_rollouts: int) -> None:
+    def __init__(self, actions: ActionCoding, entropy: int, n_rollouts: int) -> None:
         self.actions = actions
         self.entropy = entropy
-        k, c = actions.valid.shape
+        k, c = actions.valid_categories.shape
         self._generators: dict[int, np.random.Generator] = {}
         self._blocks = np.empty((n_rollouts, self.BLOCK, k, c), dtype=np.float32)
         self._drawn = np.full(n_rollouts, -1, dtype=np.int64)  # index of the last block drawn, per rollout

@@ -76,6 +76,11 @@ class ObsPipeline:
         #: innermost first, the order observations go through them (frozen stand-ins in a :meth:`portable` copy)
         self.layers: list[Any] = layers[::-1]
 
+    @property
+    def transforms(self) -> bool:
+        """Whether any layer changes observations (``False``: pseudo observations are the envs' own)."""
+        return any(isinstance(layer, VecTransposeImage | VecFrameStack | VecNormalize) for layer in self.layers)
+
     def portable(self) -> ObsPipeline:
         """
         A picklable copy for rollout workers in other processes, with frozen stand-ins of the transforming layers:

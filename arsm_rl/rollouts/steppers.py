@@ -25,6 +25,7 @@ import numpy as np
 from arsm_rl.cloning import Snapshot, env_masks, family, has_masks, is_transparent, make_headless, restore_state, time_limit
 from arsm_rl.forkvec.vec_env import ForkedEnv, ForkSnapshot, ForkStandIn
 from arsm_rl.rollouts.obs import Obs, stack_obs
+from arsm_rl.rollouts.race import env_action
 
 __all__ = ["STEPPERS", "BatchStepper", "EnvStepper", "ForkStepper", "ScratchPool", "Stepper", "select_stepper"]
 
@@ -107,7 +108,7 @@ class EnvStepper(Stepper):
         rewards, ended = np.zeros(len(live)), np.zeros(len(live), dtype=bool)
         for r in np.flatnonzero(live):
             env = self.envs[r]
-            self.raw[r], rewards[r], terminated, truncated, _ = env.step(_env_action(actions[r]))
+            self.raw[r], rewards[r], terminated, truncated, _ = env.step(env_action(actions[r]))
             ended[r] = terminated or truncated
             if self._masks is not None and not ended[r]:  # a final state's mask is never used
                 self._masks[r] = env_masks(env)
@@ -192,7 +193,7 @@ class ForkStepper(Stepper):
                 self.envs[r] = None
         rows = np.flatnonzero(live)
         for r in rows:
-            self._env(int(r)).send_step(_env_action(actions[r]))
+            self._env(int(r)).send_step(env_action(actions[r]))
         for r in rows:
             self.raw[r], rewards[r], terminated, truncated = self._env(int(r)).receive_step()
             ended[r] = terminated or truncated
@@ -212,6 +213,3 @@ def select_stepper(env: gym.Env) -> type[Stepper]:
     """:return: the first stepper of :data:`STEPPERS` that supports ``env`` (a scratch copy of a training sub-env)"""
     return next(stepper for stepper in STEPPERS if stepper.supports(env))
 
-
-def _env_action(action: np.ndarray) -> Any:
-    return action.item() if action.ndim == 0 else action
