@@ -79,6 +79,8 @@ class RolloutEngine:
             return [None] * len(indices)
         if not self.cloner.forks:
             return self._branch_points(indices, None)
+        if kept is not None and not kept.any():  # nothing kept: no need to ask the estimator (a swap per step)
+            return self._branch_points(indices, kept)
         wanted = strategy.may_roll_out(draws)
         return self._branch_points(indices, wanted if kept is None else wanted & kept)
 
