@@ -304,3 +304,26 @@ def test_the_rollout_policy_imports_no_torch() -> None:
     code = "import sys, arsm_rl.rollouts.race; print('torch' in sys.modules, 'stable_baselines3' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_a_rollout_that_fails_in_its_fork_raises_in_the_trainer() -> None:
+    """An error inside a fork's rollout (here: no end within max_episode_steps) is raised in the trainer with its
+    message, and its forks end."""
+    from arsm_rl.rollouts import BranchPoint, race_policy, run_in_forks
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    venv = make_vec_env(walk, 1, seed=0, vec_env_cls=ForkVecEnv)
+    venv.reset()
+    model = ARSM("MlpPolicy", venv, **SMALL)
+    n = 3
+    act = race_policy(model.policy, model.policy.joint, 1, n, np.zeros((1, 1, 1, 3), np.float32), np.full(n, -1),
+                      np.zeros(n, dtype=np.int64), share_noise=False)  # fmt: skip
+    branches = [BranchPoint(venv.snapshot([0])[0], []) for _ in range(n)]
+    batch = run_in_forks(branches, np.ones(n, dtype=np.int64), act, [2] * n)
+    assert batch.lengths.tolist() == [2] * n and batch.restore_steps == 0
+    with pytest.raises(RuntimeError, match="ran 3 steps without its episode ending"):
+        run_in_forks(branches, np.ones(n, dtype=np.int64), act, None, max_episode_steps=3)
+    del branches
+    venv.close()
+    assert settle(0) == []
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
