@@ -128,7 +128,8 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Calla
             except ValueError:
                 raise UsageError(
                     f"{env_id} has a {type(env.action_space).__name__} action space; ARSM needs Discrete, MultiDiscrete "
-                    "or MultiBinary actions (use --algo ppo or a2c for continuous control)"
+                    "or MultiBinary actions (use --algo ppo or a2c for continuous control, or cut its actions into bins with "
+                    "env_wrapper envs.discretize.DiscreteBins, as the Pendulum-v1 preset does)"
                 ) from None
             if forks:  # fork snapshots clone any env
                 return

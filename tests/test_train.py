@@ -255,7 +255,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         (["--algo", "dqnx"], ["unknown algo 'dqnx'", "arsm, rloo, all_action, a2c, ppo"]),
         (["--env", "NoSuchEnv-v0"], ["unknown env id 'NoSuchEnv-v0'"]),
         (["--env", "nosuchmodule:Foo-v0"], ["unknown env id"]),
-        (["--env", "Pendulum-v1"], ["Box action space", "Discrete"]),
+        (["--env", "MountainCarContinuous-v0"], ["Box action space", "Discrete", "envs.discretize.DiscreteBins"]),
         (["-params", "n_steps=64"], ["malformed -params entry", "key:value"]),
         (["-params", "n_steps:[64"], ["malformed -params value"]),
         (["-params", "policy_kwargs:dict(net_arch=[64"], ["cannot evaluate policy_kwargs"]),
