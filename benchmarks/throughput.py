@@ -3,7 +3,8 @@
 For each env: an ARSM model with its defaults collects one update of real data (n_steps=256, uniform
 initial policy), then the same pseudo rollouts run (a) all together in lockstep, one batched policy call
 per step, and (b) one at a time. Then a few full updates are timed and split into real collection,
-pseudo rollouts and the rest of the update, with the cost of one real step and of one lockstep iteration. The
+pseudo rollouts and the rest of the update, with the cost of one real step and of one lockstep iteration, and
+the cost of a real step of RL Zoo's PPO preset collecting its rollouts (``--ppo-steps`` real steps). The
 limit is measured in the same run: the same number of rows stepped by the bare dynamics (the family's numpy
 batch where it has one, else bare envs one at a time, no wrappers) plus one bare policy forward on the batch (the
 policy's numpy form, as the rollouts use it).
@@ -29,6 +30,8 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from outputs import add_output, resolve_outputs
+from rl import build
+from stable_baselines3.common.callbacks import BaseCallback
 
 from arsm_rl import ARSM, UpdateData
 from arsm_rl.cloning import family
@@ -114,6 +117,32 @@ def limit_rate(model: ARSM, env_id: str, rows: int, iterations: int = 200) -> fl
     return rows * iterations / (time.perf_counter() - start)
 
 
+class RolloutTimer(BaseCallback):
+    """Seconds a model spends collecting its rollouts (between SB3's ``on_rollout_start`` and ``on_rollout_end``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds = 0.0
+        self.started = 0.0
+
+    def _on_rollout_start(self) -> None:
+        self.started = time.perf_counter()
+
+    def _on_rollout_end(self) -> None:
+        self.seconds += time.perf_counter() - self.started
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def ppo_collection_us(env_id: str, steps: int) -> float:
+    """µs per real step of RL Zoo's PPO preset collecting its rollouts (its ``n_envs`` envs stepped together)."""
+    model, _, _ = build("ppo", env_id, 0)
+    timer = RolloutTimer()
+    model.learn(steps, callback=timer)
+    return 1e6 * timer.seconds / model.num_timesteps
+
+
 def time_split(model: ARSM, updates: int) -> dict[str, float]:
     """
     Seconds spent in real collection, pseudo rollouts and the rest of the update over ``updates`` updates, and the
@@ -140,6 +169,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-rollouts", type=int, default=64, help="rollouts per throughput measurement")
     parser.add_argument("--updates", type=int, default=3, help="updates per time-split measurement")
+    parser.add_argument("--ppo-steps", type=int, default=20_000, help="real steps of each PPO collection measurement")
     add_output(parser, "--out", "throughput.md", "file of the throughput table")
     add_output(parser, "--workers-out", "throughput_workers.md", "file of the worker table")
     parser.add_argument("--worker-rollouts", type=int, default=128, help="rollouts per worker measurement")
@@ -151,13 +181,14 @@ def main() -> None:
     if importlib.util.find_spec("ray") is not None:
         configs += [(1, "ray"), (2, "ray")]
     if args.quick:
-        args.envs, args.repeats, args.max_rollouts, args.updates = "CartPole-v1", 1, 8, 1
+        args.envs, args.repeats, args.max_rollouts, args.updates, args.ppo_steps = "CartPole-v1", 1, 8, 1, 512
         args.worker_rollouts, configs = 32, [(0, "subproc"), (1, "subproc")]
     th.set_num_threads(1)
     lines = [
         "| env | rollouts | batched steps/s | one-at-a-time steps/s | speed-up | limit steps/s | batched / limit "
-        "| real collection | pseudo rollouts | rest of update | µs per real step | µs per lockstep iteration |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| real collection | pseudo rollouts | rest of update | µs per real step | PPO's µs per real step "
+        "| µs per lockstep iteration |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env_id in args.envs.split(","):
         batched, single, limits, splits, n = [], [], [], [], 0
@@ -175,10 +206,11 @@ def main() -> None:
         of_limit = statistics.median(b / m for b, m in zip(batched, limits, strict=True))
         real_us = statistics.median(1e6 * s["collect"] / s["real steps"] for s in splits)
         iteration_us = statistics.median(1e6 * s["rollouts"] / max(1, s["iterations"]) for s in splits)
+        ppo_us = statistics.median(ppo_collection_us(env_id, args.ppo_steps) for _ in range(args.repeats))
         lines.append(
             f"| {env_id} | {n} | {statistics.median(batched):,.0f} | {statistics.median(single):,.0f} | {ratio:.1f}x "
             f"| {statistics.median(limits):,.0f} | {of_limit:.0%} | {share['collect']:.0%} | {share['rollouts']:.0%} "
-            f"| {share['update']:.0%} | {real_us:.0f} | {iteration_us:.0f} |"
+            f"| {share['update']:.0%} | {real_us:.0f} | {ppo_us:.0f} | {iteration_us:.0f} |"
         )
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
