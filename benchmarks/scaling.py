@@ -12,6 +12,8 @@ the serial part a = T(1) - b / 2 is read from the 1-worker run (2 processes on t
 run oversubscribes them and is shown, not fitted), and includes what workers add (messages, waiting for the slowest
 share). Projected: T(N) = a + b / min(N + 1, B), speed-up T(0) / T(N), for N workers on N + 1 cores.
 
+A last table times a short run (three LunarLander updates) from a new model with 0 and 2 workers, start-up included.
+
     python benchmarks/scaling.py           # LunarLander-v3 (20k real steps) and Acrobot-v1 (5k): results/scaling.{md,png}
     python benchmarks/scaling.py --quick   # a smoke run (768 real steps), into a fresh temporary folder
 """
@@ -36,6 +38,8 @@ PROJECTED = (8, 32, 128)
 PARTS = ("collect", "plan", "rollouts", "gradient")
 #: env -> real steps of the full run
 RUNS = {"LunarLander-v3": 20_000, "Acrobot-v1": 5_000}
+#: the short run: three updates of the LunarLander preset
+SHORT_ENV, SHORT_STEPS = "LunarLander-v3", 768
 
 
 class UpdateSeconds(BaseCallback):
@@ -94,6 +98,29 @@ def measure(env_id: str, steps: int, seed: int) -> dict[int, dict[str, float]]:
         model.close_rollout_workers()
         model.env.close()
     return out
+
+
+def short_runs(env_id: str, steps: int, seed: int, repeats: int) -> list[str]:
+    """A short ``learn(steps)`` from a new model with 0 and 2 workers, their start-up included: a table's lines."""
+    walls: dict[int, list[float]] = {0: [], 2: []}
+    for _ in range(repeats):
+        for n in walls:
+            model = preset_model(env_id, env_id, seed, n_rollout_workers=n)
+            start = time.perf_counter()
+            model.learn(steps)
+            walls[n].append(time.perf_counter() - start)
+            model.close_rollout_workers()
+            model.env.close()
+    none, two = (float(np.median(walls[n])) for n in walls)
+    return [
+        f"#### Short run: {env_id}, `learn({steps:,})` from a new model, the workers' start-up included",
+        "",
+        "| workers | wall s | speed-up |",
+        "|---|---|---|",
+        f"| 0 | {none:.2f} | 1.00x |",
+        f"| 2 | {two:.2f} | {none / two:.2f}x |",
+        "",
+    ]
 
 
 def median(runs: list[dict[int, dict[str, float]]]) -> dict[int, dict[str, float]]:
@@ -192,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for env, times in results.items():
         lines += table(env, runs[env], times)
+    lines += short_runs(SHORT_ENV, 256 if args.quick else SHORT_STEPS, args.seed, repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scaling.md").write_text("\n".join(lines))
     plot(results, args.out / "scaling.png")

@@ -451,11 +451,15 @@ def test_headless_quick(tmp_path: Path) -> None:
 
 def test_scaling_quick(tmp_path: Path) -> None:
     """scaling.py: a row per worker count whose parts add up to its wall time, no rollouts on workers without
-    workers, and a projection for each env that agrees with its own split."""
+    workers, a projection for each env that agrees with its own split, and the short run with 0 and 2 workers."""
     folder, _ = run_quick("scaling.py", tmp_path=tmp_path, timeout=300)
     text = (folder / "scaling.md").read_text()
     assert (folder / "scaling.png").stat().st_size > 0 and text.count("Projected speed-up over no workers") == 2
-    for table in text.split("#### ")[1:]:
+    *tables, short = text.split("#### ")[1:]
+    short_rows = [line.split("|")[1:-1] for line in short.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert short.startswith("Short run") and [int(row[0]) for row in short_rows] == [0, 2]
+    assert short_rows[0][2].strip() == "1.00x" and float(short_rows[1][2].strip().rstrip("x")) > 0
+    for table in tables:
         rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
         assert [int(row[0]) for row in rows] == [0, 1, 2]
         for row in rows:
