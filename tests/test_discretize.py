@@ -66,3 +66,20 @@ def test_arsm_and_ppo_train_on_the_same_bins() -> None:
     assert model.num_pseudo_steps > 0
     assert model.action_space == gym.spaces.MultiDiscrete([11])
     PPO("MlpPolicy", make_vec_env("Pendulum-v1", 1, seed=0, wrapper_class=DiscreteBins), n_steps=32, batch_size=32).learn(64)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5"])
+def test_mujoco_envs_clone_exactly_and_train_on_bins(env_id: str) -> None:
+    """Gymnasium's MuJoCo envs are the ``mujoco`` family (the simulation data copied whole): restores are exact (Ant's
+    and Humanoid's steps read derived quantities, which an integration-state copy would leave stale), and ARSM trains on
+    their actions cut into bins (Hopper: 3 dimensions, 11 bins each, as CARSM)."""
+    pytest.importorskip("mujoco")
+    from arsm_rl.cloning import family_of
+
+    env = make_cloneable(DiscreteBins(gym.make(env_id)))
+    assert family_of(env) == "mujoco"
+    check_cloneable(env)
+    if env_id == "Hopper-v5":
+        venv = make_vec_env(env_id, 1, seed=0, wrapper_class=DiscreteBins)
+        model = ARSM("MlpPolicy", venv, n_steps=32, max_pseudo_rollouts=4, pseudo_horizon=10, seed=0).learn(64)
+        assert model.action_space == gym.spaces.MultiDiscrete([11, 11, 11]) and model.num_pseudo_steps > 0

@@ -64,7 +64,7 @@ class Family:
     """How the core state of one kind of env (``env.unwrapped``) is captured and restored.
 
     :ivar name: the family name reported by :func:`~arsm_rl.cloning.family_of` and stored in
-        snapshots (``classic``, ``toy_text``, ``atari``, ``minigrid``, ``replay``, ``custom``, ``generic``).
+        snapshots (``classic``, ``toy_text``, ``atari``, ``mujoco``, ``minigrid``, ``replay``, ``custom``, ``generic``).
     :ivar state: reads and writes the core state; ``None`` for the replay family, whose snapshots
         are restored by resetting and replaying the recorded actions.
     :ivar fingerprint: ``fingerprint(unwrapped)`` gives the settings a snapshot is only valid for

@@ -34,6 +34,7 @@ from arsm_rl.cloning.families import (
     is_minigrid_builtin,
     is_minigrid_env,
 )
+from arsm_rl.cloning.mujoco import MUJOCO, MUJOCO_USER, is_mujoco_builtin, is_mujoco_env
 from arsm_rl.cloning.snapshot import AnyEnv, NotCloneableError
 
 
@@ -119,6 +120,8 @@ _RULES: list[Rule] = [
     When(has_core_methods, METHODS),
     ByType(builtin_table),
     When(is_atari_env, ATARI),
+    When(is_mujoco_builtin, MUJOCO),
+    When(is_mujoco_env, MUJOCO_USER),
     When(is_minigrid_builtin, MINIGRID),
     When(is_minigrid_env, MINIGRID_USER),
 ]
