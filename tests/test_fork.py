@@ -327,3 +327,18 @@ def test_a_rollout_that_fails_in_its_fork_raises_in_the_trainer() -> None:
     venv.close()
     assert settle(0) == []
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_budget_drawn_after_the_update_is_told_to_sample_per_step() -> None:
+    """With a budget drawn once the update's steps are taken, ForkVecEnv must fork every step that may be rolled out
+    from: one warning names budget_sampling='step'; none with it, or without a budget."""
+    import warnings
+
+    for kwargs, warned in ((LUNAR, True), ({**LUNAR, "budget_sampling": "step"}, False), ({}, False)):
+        venv = make_vec_env("LunarLander-v3", 1, seed=0, vec_env_cls=ForkVecEnv)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ARSM("MlpPolicy", venv, **SMALL, **kwargs).learn(32)
+        said = [str(w.message) for w in caught if "budget_sampling='step'" in str(w.message)]
+        assert len(said) == int(warned), (kwargs, said)
+        venv.close()
