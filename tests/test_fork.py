@@ -291,6 +291,7 @@ def test_rollouts_run_whole_inside_their_forks(monkeypatch: pytest.MonkeyPatch) 
                 assert model.num_pseudo_steps > 0
                 assert (len(sent) == 0) == inside
                 assert venv.torch_in_workers == [False, False]
+                assert venv.call(lambda env: "arsm_rl.rollouts.race" in sys.modules) == [True, True]  # preloaded once
                 venv.close()
         assert th.equal(learnt[True], learnt[False])
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

@@ -168,6 +168,7 @@ class EnvServer:
             "layer_types": lambda _: self._layer_types(),
             "configure": self._configure,
             "sync": lambda _: self._reap(block=True),
+            "preload": lambda name: importlib.import_module(name) and None,
         }
         try:
             while True:
@@ -235,10 +236,6 @@ class EnvServer:
             self.headless = pickle.loads(finder)(self.env)
         except Exception:  # headless only saves time: rollouts without it are the same
             self.headless = None
-        try:  # imported once here, not in each fork that runs a whole pseudo rollout (arsm_rl.rollouts.run_in_forks)
-            importlib.import_module("arsm_rl.rollouts.race")
-        except ImportError:  # an arsm_rl without it: the trainer's import error will say so
-            pass
 
     def _snapshot(self) -> tuple[str, int]:
         """Fork a paused copy of this process; :return: the address it listens on and its pid"""

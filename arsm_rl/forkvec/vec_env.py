@@ -428,6 +428,15 @@ class ForkVecEnv(VecEnv):
         """Paused copies alive (or about to be freed at the next command)."""
         return self._snapshots.count()
 
+    def preload(self, module: str) -> None:
+        """
+        Import ``module`` in every worker now, so that the paused copies forked later, and their forks, have it
+        imported (the code their commands will run, imported once rather than in every fork).
+
+        :raises RuntimeError: when a worker cannot import it
+        """
+        self._broadcast("preload", module)
+
     def stand_in(self) -> ForkStandIn:
         """:return: what stands for a sub-env in the stepper seam (see :class:`ForkStandIn`)"""
         return ForkStandIn(self.observation_space, self.action_space)

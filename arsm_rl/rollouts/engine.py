@@ -10,6 +10,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from arsm_rl.actions import JointActions
 from arsm_rl.cloning import has_masks, vec_masks
 from arsm_rl.estimators import Draws, Estimator
+from arsm_rl.forkvec.vec_env import ForkVecEnv
 from arsm_rl.rollouts.lockstep import ActFn, BranchPoint, RolloutBatch, run_in_forks, run_lockstep
 from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.race import RacePolicy
@@ -36,6 +37,8 @@ class RolloutEngine:
     def __init__(self, venv: VecEnv, workers: WorkerSettings | None = None) -> None:
         self.venv = venv
         self.cloner = VecCloner(venv)
+        if isinstance(self.cloner.base, ForkVecEnv):  # each fork runs whole rollouts (run_in_forks): import their code
+            self.cloner.base.preload(RacePolicy.__module__)  # once per worker, not in every fork
         self.pipeline = ObsPipeline(venv)
         self.pool = ScratchPool(self.cloner.scratch_copy)
         self.stepper = select_stepper(self.pool.take(1)[0])
