@@ -6,8 +6,9 @@ the :class:`ForkVecEnv` worker) does not import torch: ``from arsm_rl import ARS
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from arsm_rl.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from arsm_rl.arsm import ARSM
@@ -64,19 +65,9 @@ __all__ = [
 
 
 #: subpackages and modules, reachable as attributes as when this package imported them all
-_SUBMODULES = ("actions", "arsm", "cloning", "estimators", "forkvec", "policies", "rollouts", "strategies", "updates")
+_SUBMODULES = (
+    "actions", "arsm", "cloning", "coding", "estimators", "forkvec", "lazy", "policies", "rollouts", "strategies", "updates",
+)  # fmt: skip
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"arsm_rl.{name}")
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'arsm_rl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _HOMES, _SUBMODULES)

@@ -34,8 +34,9 @@ The names are imported on first use (PEP 562), so that importing a torch-free mo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from arsm_rl.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from arsm_rl.rollouts.engine import RolloutEngine
@@ -146,14 +147,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'arsm_rl.rollouts' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _HOMES)
