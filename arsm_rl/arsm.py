@@ -17,9 +17,9 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-from arsm_rl.actions import JointActions, distinct_codes
+from arsm_rl.actions import JointActions
 from arsm_rl.cloning import register_optional_envs
-from arsm_rl.estimators import ESTIMATORS, Draws, Estimator, StepBatch
+from arsm_rl.estimators import ESTIMATORS, Draws, Estimator
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
     BranchPoint,
@@ -36,7 +36,16 @@ from arsm_rl.rollouts import (
     verify_rollouts,
 )
 from arsm_rl.rollouts.workers import WorkerSettings
-from arsm_rl.updates import RolloutValues, UpdateData, UpdatePlan, UpdateReport, budget_steps, keep_probability
+from arsm_rl.updates import (
+    RolloutValues,
+    UpdateData,
+    UpdatePlan,
+    UpdateReport,
+    gradient_diagnostics,
+    keep_probability,
+    plan_update,
+    step_gradients,
+)
 
 __all__ = ["ARSM"]
 
@@ -472,7 +481,7 @@ class ARSM(BaseAlgorithm):
         if self._n_updates == 0:
             self._warn_if_costly(rollouts, n * n_envs)
 
-        grads = self._step_gradients(plan, collected, q_true, rollouts.values)
+        grads = step_gradients(self.strategy, self._joint, plan, collected, q_true, rollouts.values)
         self.policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
         obs = obs_as_tensor(flatten_steps(collected.obs, n * n_envs), self.device)
         logits = self.policy(obs)
@@ -487,7 +496,8 @@ class ARSM(BaseAlgorithm):
         loss = pg_loss + self.ent_coef * entropy_loss
         self.policy.optimizer.zero_grad()
         loss.backward()
-        grad_norm, grad_log_variance = self._gradient_diagnostics()
+        grad = th.cat([p.grad.reshape(-1) for p in self.policy.parameters() if p.grad is not None]).detach()
+        grad_norm, grad_log_variance, self._grad_ema = gradient_diagnostics(grad, self._grad_ema)
         if self.max_grad_norm is not None:
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
         self.policy.optimizer.step()
@@ -541,24 +551,9 @@ class ARSM(BaseAlgorithm):
         :param collected: from :meth:`collect_update`
         :return: the plan
         """
-        n_rows = collected.rewards.size
-        logits = collected.logits.reshape(n_rows, -1)
-        true_codes = self._joint.encode(collected.actions.reshape(n_rows, -1))
-        noise = collected.noise.reshape(n_rows, *collected.noise.shape[2:])
-        selection = self.strategy.select(Draws(self._joint, logits, noise, true_codes), self._pseudo_rng)
-        plan = UpdatePlan(true_codes, np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=bool), selection=selection)
-        if selection is None:
-            plan.used[:] = True
-            return plan
-        rows, codes, _ = distinct_codes(selection.codes, self._joint.n_joint)
-        other = codes != true_codes[rows]  # the true action is valued by the real return
-        rows, codes = rows[other], codes[other]
-        plan.counts = np.bincount(rows, minlength=n_rows)
-        self._asked_rollouts = int(plan.counts.sum())
-        informative, plan.weight = budget_steps(plan.counts, self.max_pseudo_rollouts, collected.kept, self._pseudo_rng)
-        plan.used[informative] = True
-        keep = plan.used[rows]
-        plan.requests = list(zip(rows[keep].tolist(), codes[keep].tolist(), strict=True))
+        plan = plan_update(self.strategy, self._joint, collected, self.max_pseudo_rollouts, self._pseudo_rng)
+        if plan.selection is not None:
+            self._asked_rollouts = int(plan.counts.sum())
         return plan
 
     def run_rollouts(
@@ -602,51 +597,6 @@ class ARSM(BaseAlgorithm):
         tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
         return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1],
                              batch.worker_rollouts)  # fmt: skip
-
-    def _step_gradients(self, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Per-step estimates of d E[Q] / d logits at the used steps, (U, sum(nvec)), from the estimator."""
-        used = np.flatnonzero(plan.used)
-        k, c = self._joint.valid.shape
-        q = q_true[used]
-        if np.isnan(q).any():
-            raise RuntimeError("internal error: a used step has no value for its true action")
-        true_codes = plan.true_codes[used]
-        selection = plan.selection.rows(used) if plan.selection is not None else None
-        selected_values = None
-        if selection is not None:
-            value_of = dict(zip(plan.requests, values.tolist(), strict=True))
-            rows, distinct, inverse = distinct_codes(selection.codes, self._joint.n_joint)
-            found = [
-                q[r] if a == true_codes[r] else value_of[(int(used[r]), int(a))] for r, a in zip(rows, distinct, strict=True)
-            ]
-            selected_values = np.asarray(found)[inverse].reshape(selection.codes.shape)
-        n_rows = len(collected.logits.reshape(-1, collected.logits.shape[-1]))
-        logits = th.as_tensor(collected.logits.reshape(n_rows, -1)[used], dtype=th.float64)
-        batch = StepBatch(
-            actions=self._joint,
-            logits=self._joint.padded(logits).reshape(-1, c),
-            noise=th.as_tensor(collected.noise.reshape(n_rows, k, c)[used], dtype=th.float64).reshape(-1, c),
-            true_codes=true_codes,
-            q_true=q,
-            selection=selection,
-            values=selected_values,
-        )
-        grads = self.strategy.gradient(batch).reshape(len(used), k, c)[:, self._joint.valid].numpy()
-        if collected.masks is None:
-            return grads
-        return np.where(collected.masks.reshape(n_rows, -1)[used], grads, 0.0)  # masked actions get no gradient
-
-    def _gradient_diagnostics(self) -> tuple[float, float]:
-        """Gradient norm and the paper's variance diagnostic: mean over parameters of log Var[grad] (EMA, weight 0.01)."""
-        grad = th.cat([p.grad.reshape(-1) for p in self.policy.parameters() if p.grad is not None]).detach()
-        if self._grad_ema is None:
-            self._grad_ema = (grad.clone(), grad.square())
-        else:
-            mean, square = self._grad_ema
-            self._grad_ema = (0.99 * mean + 0.01 * grad, 0.99 * square + 0.01 * grad.square())
-        mean, square = self._grad_ema
-        variance = (square - mean.square()).clamp(min=0.0)
-        return grad.norm().item(), th.log(variance + 1e-20).mean().item()
 
     def dump_logs(self, iteration: int = 0) -> None:
         """Write SB3's ``rollout/`` and ``time/`` keys, then dump everything recorded."""

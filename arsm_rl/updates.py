@@ -6,11 +6,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch as th
 
-from arsm_rl.estimators import Selection
+from arsm_rl.actions import JointActions, distinct_codes
+from arsm_rl.estimators import Draws, Estimator, Selection, StepBatch
 from arsm_rl.rollouts import BranchPoint
 
-__all__ = ["RolloutValues", "UpdateData", "UpdatePlan", "UpdateReport", "budget_steps", "keep_probability"]
+__all__ = [
+    "RolloutValues",
+    "UpdateData",
+    "UpdatePlan",
+    "UpdateReport",
+    "budget_steps",
+    "gradient_diagnostics",
+    "keep_probability",
+    "plan_update",
+    "step_gradients",
+]
 
 
 @dataclass
@@ -96,3 +108,104 @@ def budget_steps(
         m = max(1, int(budget * len(informative) / counts.sum()))
         return rng.choice(informative, size=m, replace=False), len(informative) / m
     return informative, 1.0
+
+
+def plan_update(
+    strategy: Estimator, joint: JointActions, collected: UpdateData, max_rollouts: int | None, rng: np.random.Generator
+) -> UpdatePlan:
+    """
+    Choose the steps that contribute to the update and the rollouts they need: the estimator selects the actions it
+    values at each step, each distinct one other than the true action is requested once, and over ``max_rollouts`` a
+    uniform subset of the informative steps is kept (:func:`budget_steps`, reweighted, so unbiased).
+
+    :param strategy: the update's estimator
+    :param joint: the action coding
+    :param collected: the update's real experience
+    :param max_rollouts: the budget (``None``: every requested rollout)
+    :param rng: the pseudo-rollout random stream (the estimator's selection draws first, then the budget)
+    :return: the plan
+    """
+    n_rows = collected.rewards.size
+    logits = collected.logits.reshape(n_rows, -1)
+    true_codes = joint.encode(collected.actions.reshape(n_rows, -1))
+    noise = collected.noise.reshape(n_rows, *collected.noise.shape[2:])
+    selection = strategy.select(Draws(joint, logits, noise, true_codes), rng)
+    plan = UpdatePlan(true_codes, np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=bool), selection=selection)
+    if selection is None:
+        plan.used[:] = True
+        return plan
+    rows, codes, _ = distinct_codes(selection.codes, joint.n_joint)
+    other = codes != true_codes[rows]  # the true action is valued by the real return
+    rows, codes = rows[other], codes[other]
+    plan.counts = np.bincount(rows, minlength=n_rows)
+    informative, plan.weight = budget_steps(plan.counts, max_rollouts, collected.kept, rng)
+    plan.used[informative] = True
+    keep = plan.used[rows]
+    plan.requests = list(zip(rows[keep].tolist(), codes[keep].tolist(), strict=True))
+    return plan
+
+
+def step_gradients(strategy: Estimator, joint: JointActions, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray,
+                   values: np.ndarray) -> np.ndarray:  # fmt: skip
+    """
+    Per-step estimates of d E[Q] / d logits at the used steps, from the estimator.
+
+    :param strategy: the update's estimator
+    :param joint: the action coding
+    :param plan: the update's plan
+    :param collected: the update's real experience
+    :param q_true: ``(B,)`` the true actions' values (real returns, completed by tail rollouts)
+    :param values: the values of ``plan.requests``, in order
+    :return: ``(U, sum(nvec))``, one row per used step (zero at masked actions)
+    """
+    used = np.flatnonzero(plan.used)
+    k, c = joint.valid.shape
+    q = q_true[used]
+    if np.isnan(q).any():
+        raise RuntimeError("internal error: a used step has no value for its true action")
+    true_codes = plan.true_codes[used]
+    selection = plan.selection.rows(used) if plan.selection is not None else None
+    selected_values = None
+    if selection is not None:
+        value_of = dict(zip(plan.requests, values.tolist(), strict=True))
+        rows, distinct, inverse = distinct_codes(selection.codes, joint.n_joint)
+        found = [
+            q[r] if a == true_codes[r] else value_of[(int(used[r]), int(a))] for r, a in zip(rows, distinct, strict=True)
+        ]
+        selected_values = np.asarray(found)[inverse].reshape(selection.codes.shape)
+    n_rows = len(collected.logits.reshape(-1, collected.logits.shape[-1]))
+    logits = th.as_tensor(collected.logits.reshape(n_rows, -1)[used], dtype=th.float64)
+    batch = StepBatch(
+        actions=joint,
+        logits=joint.padded(logits).reshape(-1, c),
+        noise=th.as_tensor(collected.noise.reshape(n_rows, k, c)[used], dtype=th.float64).reshape(-1, c),
+        true_codes=true_codes,
+        q_true=q,
+        selection=selection,
+        values=selected_values,
+    )
+    grads = strategy.gradient(batch).reshape(len(used), k, c)[:, joint.valid].numpy()
+    if collected.masks is None:
+        return grads
+    return np.where(collected.masks.reshape(n_rows, -1)[used], grads, 0.0)  # masked actions get no gradient
+
+
+def gradient_diagnostics(
+    grad: th.Tensor, ema: tuple[th.Tensor, th.Tensor] | None
+) -> tuple[float, float, tuple[th.Tensor, th.Tensor]]:
+    """
+    Gradient norm and the paper's variance diagnostic: mean over parameters of log Var[grad], from moving averages
+    (weight 0.01) of the gradient and its square.
+
+    :param grad: the flattened gradient of this update
+    :param ema: the moving averages so far (``None`` at the first update)
+    :return: the norm, the diagnostic and the updated moving averages
+    """
+    if ema is None:
+        ema = (grad.clone(), grad.square())
+    else:
+        mean, square = ema
+        ema = (0.99 * mean + 0.01 * grad, 0.99 * square + 0.01 * grad.square())
+    mean, square = ema
+    variance = (square - mean.square()).clamp(min=0.0)
+    return grad.norm().item(), th.log(variance + 1e-20).mean().item(), ema
