@@ -14,11 +14,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import obs_as_tensor, safe_mean
+from stable_baselines3.common.utils import obs_as_tensor, safe_mean, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.actions import JointActions
-from arsm_rl.cloning import register_optional_envs
+from arsm_rl.cloning import NotCloneableError, has_masks, register_optional_envs, vec_masks
+from arsm_rl.critic import ACTION_VALUES, TransitionReplay, critic_step, state_values, update_transitions
 from arsm_rl.estimators import ESTIMATORS, Draws, Estimator
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
@@ -45,6 +46,7 @@ from arsm_rl.updates import (
     keep_probability,
     plan_update,
     step_gradients,
+    value_spread,
 )
 
 __all__ = ["ARSM"]
@@ -113,6 +115,19 @@ class ARSM(BaseAlgorithm):
     :param share_noise: common random numbers: the policy steps of a pseudo rollout branching at
         step t reuse the real trajectory's noise varpi_{t+1}, varpi_{t+2}, ... (fresh noise past
         the update's data)
+    :param action_values: how the actions an estimator selects are valued (``docs/arsm.md``, "Three ways to value an
+        action"). ``"rollout"`` (default): rollouts with the current policy from exact clones, to the episode's end or
+        ``pseudo_horizon``; the true action by its real return. ``"critic"`` (CARSM): a learned action-value critic
+        Q(s, a) (:mod:`arsm_rl.critic`) values every selected action, the true one included, so no env is cloned and
+        no simulator step is spent (envs that cannot be cloned train too). ``"bootstrap"``: rollouts from exact clones
+        cut at ``pseudo_horizon`` (required) and closed with gamma^h V(s_h), V(s) = sum_a pi(a|s) Q(s, a) from the
+        critic, the true action's real return closed the same way. The critic is valued before it learns from the
+        update's own transitions, then takes ``critic_gradient_steps`` expected-SARSA steps on its replay
+    :param critic_learning_rate: learning rate of the critic's optimizer (a float or a schedule of the progress remaining)
+    :param critic_buffer_size: real transitions kept in the critic's replay
+    :param critic_batch_size: transitions per critic step
+    :param critic_gradient_steps: critic steps per update (0 keeps the critic as it is, e.g. one you set)
+    :param critic_tau: soft update coefficient of the critic's target network, per critic step
     :param ent_coef: entropy bonus coefficient
     :param max_grad_norm: gradient clipping norm, ``None`` to disable
     :param n_rollout_workers: 0 runs the rollouts in the training process; N >= 1 shares each update's rollouts out
@@ -159,6 +174,12 @@ class ARSM(BaseAlgorithm):
         budget_sampling: str = "update",
         pseudo_horizon: int | None = None,
         share_noise: bool = False,
+        action_values: str = "rollout",
+        critic_learning_rate: float | Schedule = 1e-3,
+        critic_buffer_size: int = 100_000,
+        critic_batch_size: int = 256,
+        critic_gradient_steps: int = 50,
+        critic_tau: float = 0.01,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = 0.5,
         n_rollout_workers: int = 0,
@@ -195,6 +216,15 @@ class ARSM(BaseAlgorithm):
             raise ValueError(f"budget_sampling must be 'update' or 'step', got {budget_sampling!r}.")
         if pseudo_horizon is not None and pseudo_horizon < 1:
             raise ValueError(f"pseudo_horizon must be None or >= 1, got {pseudo_horizon}.")
+        if action_values not in ACTION_VALUES:
+            raise ValueError(f"action_values must be one of {', '.join(map(repr, ACTION_VALUES))}, got {action_values!r}.")
+        if action_values == "bootstrap" and pseudo_horizon is None:
+            raise ValueError("action_values='bootstrap' cuts rollouts at pseudo_horizon steps: set pseudo_horizon=N.")
+        if critic_buffer_size < 1 or critic_batch_size < 1 or critic_gradient_steps < 0 or not 0.0 <= critic_tau <= 1.0:
+            raise ValueError(
+                "critic_buffer_size and critic_batch_size must be >= 1, critic_gradient_steps >= 0 and critic_tau in "
+                f"[0, 1], got {critic_buffer_size}, {critic_batch_size}, {critic_gradient_steps} and {critic_tau}."
+            )
         self.n_rollout_workers = n_rollout_workers
         self.rollout_backend = rollout_backend
         self.n_steps = n_steps
@@ -205,6 +235,12 @@ class ARSM(BaseAlgorithm):
         self._asked_rollouts: int | None = None  # rollouts the last update's steps asked for, before the budget
         self.pseudo_horizon = pseudo_horizon
         self.share_noise = share_noise
+        self.action_values = action_values
+        self.critic_learning_rate = critic_learning_rate
+        self.critic_buffer_size = critic_buffer_size
+        self.critic_batch_size = critic_batch_size
+        self.critic_gradient_steps = critic_gradient_steps
+        self.critic_tau = critic_tau
         self.ent_coef = ent_coef
         self.max_grad_norm = max_grad_norm
         self.verify_env = verify_env
@@ -218,7 +254,7 @@ class ARSM(BaseAlgorithm):
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
-        # Refuse unsupported spaces before anything else, then make the sub-envs cloneable.
+        # Refuse unsupported spaces before anything else (the env is made cloneable by _prepare_env, when it must be).
         try:
             action_dims(env.action_space)
         except ValueError as error:
@@ -226,9 +262,7 @@ class ARSM(BaseAlgorithm):
         problem = observation_space_problem(env.observation_space)
         if problem is not None:  # SB3's algorithms raise NotImplementedError for these spaces too
             raise NotImplementedError(f"ARSM cannot train on this env: {problem}.")
-        venv = BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
-        enable_cloning(venv)
-        return venv
+        return BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     def _setup_model(self) -> None:
         # the workers' settings (checked here) go to each training env's engine, which owns the workers
@@ -237,20 +271,42 @@ class ARSM(BaseAlgorithm):
         self.set_random_seed(self.seed)
         self._joint = JointActions(action_dims(self.action_space), discrete=isinstance(self.action_space, spaces.Discrete))
         self.estimator = self.estimator  # builds and checks its strategy: load() sets the name in __dict__, past the setter
-        self._verify(self.env)
+        self._prepare_env(self.env)
+        critic: dict[str, Any] = {}
+        if self.action_values != "rollout":
+            critic["critic_lr_schedule"] = _as_schedule(self.critic_learning_rate)
         self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs, **critic
         )
         self.policy = self.policy.to(self.device)
+        self._replay = TransitionReplay(self.critic_buffer_size)
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        """SB3's ``set_env``, then the checks of ``verify_env`` on the new env."""
+        """SB3's ``set_env``, then the new env made cloneable and checked (``verify_env``) if pseudo rollouts need it."""
         super().set_env(env, force_reset)
-        self._verify(self.env)
+        self._prepare_env(self.env)
 
-    def _verify(self, env: VecEnv | None) -> None:
-        if env is not None and self.verify_env:
-            verify_rollouts(env, horizon=self.pseudo_horizon, seed=0 if self.seed is None else self.seed)
+    def _prepare_env(self, env: VecEnv | None) -> None:
+        """Make the training env's sub-envs cloneable and check them (``verify_env``), unless the critic values actions."""
+        if env is None:
+            return
+        self._masked = has_masks(env)
+        if self.action_values == "critic":
+            return
+        if self.action_values == "bootstrap" and self._masked:
+            raise ValueError(
+                "action_values='bootstrap' does not read action masks at the states where rollouts are cut: train an env "
+                "with action masks with action_values='rollout' or 'critic'."
+            )
+        try:
+            enable_cloning(env)
+            if self.verify_env:
+                verify_rollouts(env, horizon=self.pseudo_horizon, seed=0 if self.seed is None else self.seed)
+        except (NotCloneableError, TypeError) as error:
+            raise type(error)(
+                f"{error} (Or train with ARSM(action_values='critic'): a learned critic values the actions and no env "
+                "is cloned.)"
+            ) from None
 
     @property
     def estimator(self) -> str:
@@ -281,14 +337,16 @@ class ARSM(BaseAlgorithm):
         super().set_random_seed(seed)
         self._real_rng = np.random.default_rng(seed)
         self._pseudo_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        self._critic_rng = np.random.default_rng(None if seed is None else [seed, 2])  # the critic's minibatches
 
     def _excluded_save_params(self) -> list[str]:
-        derived = ["_engine", "_worker_settings", "_real_rng", "_pseudo_rng", "_grad_ema", "_joint", "_strategy",
-                   "last_update"]  # fmt: skip
+        derived = ["_engine", "_worker_settings", "_real_rng", "_pseudo_rng", "_critic_rng", "_grad_ema", "_joint",
+                   "_strategy", "_replay", "_masked", "last_update"]  # fmt: skip
         return [*super()._excluded_save_params(), *derived]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "policy.optimizer"], []
+        critic = [] if self.action_values == "rollout" else ["policy.critic_optimizer"]
+        return ["policy", "policy.optimizer", *critic], []
 
     # ------------------------------------------------------------------ learning loop
 
@@ -388,23 +446,26 @@ class ARSM(BaseAlgorithm):
     def _collect(self, env: VecEnv, callback: BaseCallback) -> UpdateData | None:
         """Take ``n_steps`` real steps in every sub-env, keeping branch points where rollouts may start."""
         assert self._last_obs is not None
-        self._engine_for(env).workers.start()  # without waiting: they get rollouts once ready
-        assert self._engine is not None
+        engine = None if self.action_values == "critic" else self._engine_for(env)
+        if engine is not None:
+            engine.workers.start()  # without waiting: they get rollouts once ready
         self.policy.set_training_mode(False)
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []
         logits_list, noise_list, action_list, reward_list, done_list = [], [], [], [], []
         mask_list: list[np.ndarray] = []
+        terminated_list: list[np.ndarray] = []
+        final_obs: dict[int, Any] = {}
         branches: list[BranchPoint | None] = []
         # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets the update
         # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
         strategy = self.strategy
-        sampled = self.budget_sampling == "step" and strategy.rolls_out
+        sampled = self.budget_sampling == "step" and strategy.rolls_out and engine is not None
         keep = keep_probability(self.max_pseudo_rollouts, self._asked_rollouts, n * n_envs) if sampled else None
         kept_list: list[np.ndarray] = []
         callback.on_rollout_start()
-        for _ in range(n):
-            masks = self._engine.action_masks(self._joint)  # None without masks
+        for t in range(n):
+            masks = self._action_masks(env)
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(self._last_obs, self.device)).float().cpu()  # type: ignore[arg-type]
             logits = self._joint.masked(logits, masks)
@@ -413,8 +474,11 @@ class ARSM(BaseAlgorithm):
             draws = Draws(self._joint, logits.numpy(), noise, self._joint.encode(actions))
             kept = None if keep is None else self._pseudo_rng.random(n_envs) < keep
             kept_list += [] if kept is None else [kept]
-            branches += self._engine.step_branch_points(range(n_envs), strategy, draws, kept)
+            branches += [None] * n_envs if engine is None else engine.step_branch_points(range(n_envs), strategy, draws, kept)
             new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
+            cut = [bool(done and info.get("TimeLimit.truncated", False)) for done, info in zip(dones, infos, strict=True)]
+            terminated_list.append(np.asarray(dones, dtype=bool) & ~np.array(cut))
+            final_obs.update({t * n_envs + e: infos[e]["terminal_observation"] for e in range(n_envs) if cut[e]})
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()
             self.num_timesteps += n_envs
@@ -432,7 +496,7 @@ class ARSM(BaseAlgorithm):
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
         ongoing = [e for e in range(n_envs) if not done_list[-1][e]]
-        tail_branches = dict(zip(ongoing, self._engine.branch_points(ongoing), strict=True))
+        tail_branches = {} if engine is None else dict(zip(ongoing, engine.branch_points(ongoing), strict=True))
         callback.on_rollout_end()
         return UpdateData(
             obs=stack_obs(obs_list),
@@ -445,9 +509,17 @@ class ARSM(BaseAlgorithm):
             tail_branches=tail_branches,
             tail_obs=self._last_obs,
             masks=np.stack(mask_list) if mask_list else None,
-            tail_masks=self._engine.action_masks(self._joint),
+            tail_masks=self._action_masks(env),
             kept=None if keep is None else (np.stack(kept_list), keep),
+            terminated=np.stack(terminated_list),
+            final_obs=final_obs,
         )
+
+    def _action_masks(self, env: VecEnv) -> np.ndarray | None:
+        """The training sub-envs' current action masks, ``(n_envs, sum(nvec))`` bool, checked; ``None`` without masks."""
+        if not self._masked:
+            return None
+        return self._joint.check_masks(vec_masks(env), env.num_envs, "action_masks() of the training env")
 
     # ------------------------------------------------------------------ update
 
@@ -469,19 +541,26 @@ class ARSM(BaseAlgorithm):
         plan = self.plan_update(collected)
         planned = time.perf_counter()
 
-        # The true action's value is needed at every used step; an episode still running at the end
-        # of the data gets one tail rollout to complete its return.
-        used = plan.used.reshape(n, n_envs)
-        horizon_of = {e: tail_horizon(used[:, e], collected.dones[:, e], self.pseudo_horizon) for e in collected.tail_branches}
-        tails = {e: horizon for e, horizon in horizon_of.items() if horizon != 0}
-        rollouts = self.run_rollouts(collected, plan.requests, tails)
-        q_true = true_values(collected.rewards, collected.dones, rollouts.tail_rewards, self.gamma, self.pseudo_horizon)
-        q_true = q_true.reshape(-1)
+        if self.action_values == "critic":
+            q_true, values = self._critic_values(collected, plan)
+            rollouts, tails = RolloutValues(values, {}, 0, 0), {}
+        else:
+            # The true action's value is needed at every used step; an episode still running at the end of the data
+            # gets one tail rollout to complete its return.
+            used = plan.used.reshape(n, n_envs)
+            horizon_of = {e: tail_horizon(used[:, e], collected.dones[:, e], self.pseudo_horizon)
+                          for e in collected.tail_branches}  # fmt: skip
+            tails = {e: horizon for e, horizon in horizon_of.items() if horizon != 0}
+            rollouts = self.run_rollouts(collected, plan.requests, tails)
+            closings = self._closing_values(collected) if self.action_values == "bootstrap" else None
+            q_true = true_values(collected.rewards, collected.dones, rollouts.tail_rewards, self.gamma, self.pseudo_horizon,
+                                 closings, rollouts.tail_closings).reshape(-1)  # fmt: skip
+            values = rollouts.values
         rolled_out = time.perf_counter()
         if self._n_updates == 0:
             self._warn_if_costly(rollouts, n * n_envs)
 
-        grads = step_gradients(self.strategy, self._joint, plan, collected, q_true, rollouts.values)
+        grads = step_gradients(self.strategy, self._joint, plan, collected, q_true, values)
         self.policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
         obs = obs_as_tensor(flatten_steps(collected.obs, n * n_envs), self.device)
         logits = self.policy(obs)
@@ -496,11 +575,15 @@ class ARSM(BaseAlgorithm):
         loss = pg_loss + self.ent_coef * entropy_loss
         self.policy.optimizer.zero_grad()
         loss.backward()
-        grad = th.cat([p.grad.reshape(-1) for p in self.policy.parameters() if p.grad is not None]).detach()
+        actor = self.policy.actor_parameters()
+        grad = th.cat([p.grad.reshape(-1) for p in actor if p.grad is not None]).detach()
         grad_norm, grad_log_variance, self._grad_ema = gradient_diagnostics(grad, self._grad_ema)
         if self.max_grad_norm is not None:
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            th.nn.utils.clip_grad_norm_(actor, self.max_grad_norm)
         self.policy.optimizer.step()
+        if self.policy.critic is not None:  # after valuing this update's actions: their values never saw its transitions
+            self._replay.add(*update_transitions(collected))
+            self._train_critic()
         self._n_updates += 1
         self.num_pseudo_steps += rollouts.env_steps
         self.num_restore_steps += rollouts.restore_steps
@@ -513,6 +596,7 @@ class ARSM(BaseAlgorithm):
         self.logger.record("train/grad_norm", grad_norm)
         self.logger.record("train/grad_log_variance", grad_log_variance)
         self.logger.record("train/no_signal_share", float((grads == 0).all(axis=1).mean()) if len(grads) else 1.0)
+        self.logger.record("train/value_spread", value_spread(plan, q_true, values))
         self.logger.record("rollout/pseudo_actions_per_step", float(plan.counts.mean()))
         self.logger.record("rollout/pseudo_step_share", float((plan.counts > 0).mean()))
         self.logger.record("rollout/pseudo_rollouts", len(plan.requests))
@@ -526,6 +610,44 @@ class ARSM(BaseAlgorithm):
         self.logger.record("time/total_env_steps", self.num_timesteps + self.num_pseudo_steps)
         rollout_seconds = max(rolled_out - start, sys.float_info.epsilon)
         self.logger.record("time/pseudo_fps", int(rollouts.env_steps / rollout_seconds))
+
+    def _critic_values(self, collected: UpdateData, plan: UpdatePlan) -> tuple[np.ndarray, np.ndarray]:
+        """``action_values="critic"``: Q(s, a) of every step's true action and of ``plan.requests``, from the critic."""
+        n_rows = collected.rewards.size
+        obs = flatten_steps(collected.obs, n_rows)
+        rows = np.array([row for row, _ in plan.requests], dtype=np.int64)
+        codes = np.array([code for _, code in plan.requests], dtype=np.int64)
+        with th.no_grad():
+            true = th.as_tensor(collected.actions.reshape(n_rows, 1, -1), device=self.device)
+            q_true = self.policy.q_values(obs_as_tensor(obs, self.device), true)[:, 0]  # type: ignore[arg-type]
+            asked = th.as_tensor(self._joint.decode(codes).reshape(len(rows), 1, len(self._joint.nvec)), device=self.device)
+            values = self.policy.q_values(obs_as_tensor(select_rows(obs, rows), self.device), asked)[:, 0]  # type: ignore[arg-type]
+        return q_true.double().cpu().numpy(), values.double().cpu().numpy()
+
+    def _state_values(self, obs: Any, masks: np.ndarray | None = None) -> np.ndarray:
+        """V(s) = sum_a pi(a|s) Q(s, a) of the critic, float64 (:func:`~arsm_rl.critic.state_values`)."""
+        return state_values(self.policy, self._joint, obs, masks, self._critic_rng).double().cpu().numpy()
+
+    def _closing_values(self, collected: UpdateData) -> np.ndarray:
+        """``action_values="bootstrap"``: V of every real state of the update and of the state after it, ``(n + 1, E)``."""
+        n, n_envs = collected.rewards.shape
+        masks = None
+        if collected.masks is not None and collected.tail_masks is not None:
+            masks = np.concatenate([collected.masks, collected.tail_masks[None]]).reshape((n + 1) * n_envs, -1)
+        obs = stack_obs([*(select_rows(collected.obs, t) for t in range(n)), collected.tail_obs])
+        return self._state_values(flatten_steps(obs, (n + 1) * n_envs), masks).reshape(n + 1, n_envs)
+
+    def _train_critic(self) -> None:
+        """``critic_gradient_steps`` expected-SARSA steps of the critic on its replay (:func:`~arsm_rl.critic.critic_step`)."""
+        assert self.policy.critic_optimizer is not None
+        learning_rate = _as_schedule(self.critic_learning_rate)(self._current_progress_remaining)
+        update_learning_rate(self.policy.critic_optimizer, learning_rate)
+        self.policy.set_training_mode(False)  # the targets' policy forward passes must not update the actor's statistics
+        steps = [critic_step(self.policy, self._joint, self._replay, self._critic_rng, self.critic_batch_size, self.gamma,
+                             self.critic_tau) for _ in range(self.critic_gradient_steps)]  # fmt: skip
+        if steps:
+            self.logger.record("train/critic_loss", float(np.mean([loss for loss, _ in steps])))
+            self.logger.record("train/critic_td_error", float(np.mean([error for _, error in steps])))
 
     def _warn_if_costly(self, rollouts: RolloutValues, real_steps: int) -> None:
         """Say once, after the first update, when the unbounded defaults cost over :data:`COSTLY` simulator steps per
@@ -551,7 +673,8 @@ class ARSM(BaseAlgorithm):
         :param collected: from :meth:`collect_update`
         :return: the plan
         """
-        plan = plan_update(self.strategy, self._joint, collected, self.max_pseudo_rollouts, self._pseudo_rng)
+        budget = None if self.action_values == "critic" else self.max_pseudo_rollouts  # the critic's values cost no rollout
+        plan = plan_update(self.strategy, self._joint, collected, budget, self._pseudo_rng)
         if plan.selection is not None:
             self._asked_rollouts = int(plan.counts.sum())
         return plan
@@ -593,10 +716,15 @@ class ARSM(BaseAlgorithm):
         batch = self._engine.run(branches, self._joint.env_actions(first), act, horizons)
         ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
         values = discounted_returns(batch.rewards.T, ends.T, self.gamma)[0]
+        closings = np.zeros(len(branches))
+        cut = [i for i, obs in enumerate(batch.cut_obs) if obs is not None]
+        if self.action_values == "bootstrap" and cut:  # closed with the critic's value of the state reached
+            closings[cut] = self._state_values(stack_obs([batch.cut_obs[i] for i in cut]))
+            values = values + self.gamma ** batch.lengths * closings
         r = len(requests)
         tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
         return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1],
-                             batch.worker_rollouts)  # fmt: skip
+                             batch.worker_rollouts, {e: float(closings[r + i]) for i, e in enumerate(tails)})  # fmt: skip
 
     def dump_logs(self, iteration: int = 0) -> None:
         """Write SB3's ``rollout/`` and ``time/`` keys, then dump everything recorded."""
@@ -622,3 +750,11 @@ def _branch(branch: BranchPoint | None, estimator: str) -> BranchPoint:
             f"no branch point at this step: the update was collected for estimator {estimator!r}, which rolls out nothing"
         )
     return branch
+
+
+def _as_schedule(value: float | Schedule) -> Schedule:
+    """A learning rate as a schedule of the progress remaining (a constant one for a float)."""
+    if callable(value):
+        return value
+    rate = float(value)
+    return lambda _: rate

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from arsm_rl.actions import JointActions
+from arsm_rl.critic import ActionValueNet
 
 __all__ = ["ARSMPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "action_dims", "observation_space_problem"]
 
@@ -133,6 +134,10 @@ class ARSMPolicy(BasePolicy):
     :param optimizer_class: optimizer class
     :param optimizer_kwargs: optimizer keyword arguments, excluding the learning rate
         (default ``{"eps": 1e-5}`` for Adam, as SB3's actor-critic policies)
+    :param critic_lr_schedule: learning-rate schedule of an action-value critic Q(s, a)
+        (:class:`~arsm_rl.critic.ActionValueNet`, with its own features extractor, a target copy and its own optimizer
+        of ``optimizer_class``); ``None`` (the default) builds none. ``ARSM(action_values="critic" | "bootstrap")`` passes it
+    :param critic_net_arch: hidden layer sizes of the critic's MLP (``None``: the actor's)
     """
 
     def __init__(
@@ -148,6 +153,8 @@ class ARSMPolicy(BasePolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        critic_lr_schedule: Schedule | None = None,
+        critic_net_arch: list[int] | None = None,
     ) -> None:
         if optimizer_kwargs is None:
             optimizer_kwargs = {"eps": 1e-5} if optimizer_class == th.optim.Adam else {}
@@ -185,6 +192,22 @@ class ARSMPolicy(BasePolicy):
 
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
+        # The critic comes after the actor and its optimizer: the actor's initialisation and parameters are the same
+        # with or without it.
+        self.critic_net_arch = critic_net_arch
+        self.critic: ActionValueNet | None = None
+        self.critic_target: ActionValueNet | None = None
+        self.critic_optimizer: th.optim.Optimizer | None = None
+        if critic_lr_schedule is not None:
+            arch = self.net_arch if critic_net_arch is None else list(critic_net_arch)
+            self.critic = ActionValueNet(self.make_features_extractor(), self.nvec, arch, activation_fn)
+            self.critic_target = ActionValueNet(self.make_features_extractor(), self.nvec, arch, activation_fn)
+            self.critic_target.load_state_dict(self.critic.state_dict())
+            self.critic_target.requires_grad_(False)
+            self.critic_optimizer = self.optimizer_class(  # type: ignore[call-arg]
+                self.critic.parameters(), lr=critic_lr_schedule(1), **self.optimizer_kwargs
+            )
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
@@ -197,9 +220,28 @@ class ARSMPolicy(BasePolicy):
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,
                 lr_schedule=self._dummy_schedule,
+                critic_lr_schedule=None if self.critic is None else self._dummy_schedule,
+                critic_net_arch=self.critic_net_arch,
             )
         )
         return data
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the logits network and its features extractor (what :attr:`optimizer` steps)."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def q_values(self, obs: PyTorchObs, actions: th.Tensor, target: bool = False) -> th.Tensor:
+        """
+        :param obs: batch of ``B`` observations (tensors, as :meth:`forward` takes them)
+        :param actions: ``(B, J, K)`` int64 joint actions, J per observation
+        :param target: use the target network
+        :return: ``(B, J)`` action values Q(s, a) of the critic
+        :raises RuntimeError: for a policy built without a critic
+        """
+        net = self.critic_target if target else self.critic
+        if net is None:
+            raise RuntimeError("this policy has no critic: build the model with action_values='critic' or 'bootstrap'")
+        return net(self.extract_features(obs, net.features_extractor), actions)
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         """

@@ -22,6 +22,7 @@ __all__ = [
     "keep_probability",
     "plan_update",
     "step_gradients",
+    "value_spread",
 ]
 
 
@@ -41,6 +42,8 @@ class UpdateData:
     masks: np.ndarray | None = None  # (n, E, sum(nvec)) bool, the valid actions at each step; None: no masks
     tail_masks: np.ndarray | None = None  # (E, sum(nvec)) bool, the valid actions after the last step
     kept: tuple[np.ndarray, float] | None = None  # budget_sampling="step": ((n, E) bool steps kept, their probability p)
+    terminated: np.ndarray | None = None  # (n, E) bool, the episode ended by termination (not by a time limit's truncation)
+    final_obs: dict[int, Any] = field(default_factory=dict)  # row -> terminal observation of a truncated episode
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RolloutValues:
     restore_steps: int  # the part of env_steps spent replaying snapshots
     lockstep_steps: int = 0  # length of the longest rollout: the lockstep iterations, when run in this process
     worker_rollouts: int = 0  # how many of the rollouts ran on rollout workers (the rest in the training process)
+    tail_closings: dict[int, float] = field(default_factory=dict)  # e -> V of the state where its tail was cut (bootstrap)
 
 
 @dataclass
@@ -209,3 +213,23 @@ def gradient_diagnostics(
     mean, square = ema
     variance = (square - mean.square()).clamp(min=0.0)
     return grad.norm().item(), th.log(variance + 1e-20).mean().item(), ema
+
+
+def value_spread(plan: UpdatePlan, q_true: np.ndarray, values: np.ndarray) -> float:
+    """
+    The spread of the action values an update's gradient uses: mean over its used steps of (max - min) over the true
+    action's value and the requested ones (0 for a step with the true action only; ``train/value_spread``).
+
+    :param plan: the update's plan
+    :param q_true: ``(B,)`` the true actions' values (NaN where unknown, at unused steps)
+    :param values: the values of ``plan.requests``, in order
+    :return: the mean spread (0 without used steps)
+    """
+    used = np.flatnonzero(plan.used)
+    if len(used) == 0:
+        return 0.0
+    high, low = q_true.copy(), q_true.copy()
+    rows = np.array([row for row, _ in plan.requests], dtype=np.int64)
+    np.maximum.at(high, rows, values)
+    np.minimum.at(low, rows, values)
+    return float((high - low)[used].mean())

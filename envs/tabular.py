@@ -79,36 +79,52 @@ class RandomMDP(gym.Env[np.ndarray, int]):
     def restore_core_state(self, state: int) -> None:
         self.state = state
 
+    def action_values(self, logits: np.ndarray, gamma: float = 1.0) -> np.ndarray:
+        """
+        Q(s, a) = r(s, a) + gamma sum_s' P(s'|s, a) V(s') of the softmax policy over each state's valid actions, with
+        V = (I - gamma P_pi)^-1 r_pi (exactly, a linear solve).
+
+        :param logits: (S, A) policy logits per state
+        :param gamma: discount (1 is fine: every episode ends)
+        :return: (S, A) action values
+        """
+        p = self._probabilities(logits)
+        v = np.linalg.solve(self._system(p, gamma), (p * self.rewards).sum(1))
+        return self.rewards + gamma * self.transitions @ v
+
     def policy_gradient(self, logits: np.ndarray, gamma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """
         Exact gradient of J = E[sum_t gamma^t r_t] with respect to tabular logits, for the softmax policy over each
         state's valid actions (masked actions have probability 0 and gradient 0).
 
-        dJ/dlogits[s, a] = d(s) p(a|s) (Q(s, a) - V(s)), with V = (I - gamma P_pi)^-1 r_pi,
-        Q = r + gamma P V and the discounted visit counts d = mu0^T (I - gamma P_pi)^-1.
+        dJ/dlogits[s, a] = d(s) p(a|s) (Q(s, a) - V(s)), with Q from :meth:`action_values`, V(s) = sum_a p(a|s) Q(s, a)
+        and the discounted visit counts d = mu0^T (I - gamma P_pi)^-1.
 
         :param logits: (S, A) policy logits per state
         :param gamma: discount (1 is fine: every episode ends)
         :return: the (S, A) gradient and the (S,) visit counts d (with gamma = 1, d.sum() is the
             expected episode length)
         """
-        logits = np.where(self.valid, logits, -np.inf)
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        p_pi = np.einsum("sa,sat->st", p, self.transitions)
-        r_pi = (p * self.rewards).sum(1)
-        system = np.eye(len(self.mu0)) - gamma * p_pi
-        v = np.linalg.solve(system, r_pi)
-        q = self.rewards + gamma * self.transitions @ v
-        d = np.linalg.solve(system.T, self.mu0)
+        p = self._probabilities(logits)
+        q = self.action_values(logits, gamma)
+        v = (p * q).sum(1)
+        d = np.linalg.solve(self._system(p, gamma).T, self.mu0)
         return d[:, None] * p * (q - v[:, None]), d
 
     def policy_value(self, logits: np.ndarray, gamma: float = 1.0) -> float:
         """:return: J = E[sum_t gamma^t r_t] of the softmax policy over the valid actions, exactly"""
-        p = np.exp(np.where(self.valid, logits, -np.inf) - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        p_pi = np.einsum("sa,sat->st", p, self.transitions)
-        return float(self.mu0 @ np.linalg.solve(np.eye(len(self.mu0)) - gamma * p_pi, (p * self.rewards).sum(1)))
+        p = self._probabilities(logits)
+        return float(self.mu0 @ np.linalg.solve(self._system(p, gamma), (p * self.rewards).sum(1)))
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """The softmax policy over each state's valid actions, (S, A)."""
+        logits = np.where(self.valid, logits, -np.inf)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        return p / p.sum(1, keepdims=True)
+
+    def _system(self, p: np.ndarray, gamma: float) -> np.ndarray:
+        """I - gamma P_pi, the state-to-state matrix of the policy p."""
+        return np.eye(len(self.mu0)) - gamma * np.einsum("sa,sat->st", p, self.transitions)
 
     def optimal_value(self, gamma: float = 1.0) -> float:
         """:return: J of the best deterministic policy over the valid actions (value iteration to convergence)"""

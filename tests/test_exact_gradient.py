@@ -13,6 +13,7 @@ of the norm) keeps the cosine above 0.99, far from the bound 0.95 and from a rev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,13 +34,15 @@ def mean_update(
     seed: int = 0,
     n_envs: int = 1,
     env_kwargs: dict[str, Any] | None = None,
+    prepare: Callable[[ARSM, np.ndarray], None] | None = None,
     **kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """
     Average change of the logits table over ``n_calls`` updates from the same parameters (the env
     runs on across calls), and the exact gradient there divided by the expected episode length.
     With ``n_envs > 1`` an update averages ``n_steps * n_envs`` steps of a ``DummyVecEnv``.
-    ``env_kwargs`` go to the 3-state, 3-action :class:`RandomMDP` (e.g. ``n_masked``).
+    ``env_kwargs`` go to the 3-state, 3-action :class:`RandomMDP` (e.g. ``n_masked``). ``prepare(model, table)`` is
+    called with the policy's (S, A) logits table once it is set, before the starting parameters are taken.
     """
     env_kwargs = dict(n_states=3, n_actions=3, **(env_kwargs or {}))
     env = RandomMDP(**env_kwargs) if n_envs == 1 else make_vec_env(RandomMDP, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
@@ -59,6 +62,8 @@ def mean_update(
     with th.no_grad():  # a clearly non-uniform policy, logits[s] = W[:, s] + b
         linear.weight.copy_(th.as_tensor(np.random.default_rng(1).normal(size=(3, 3))))
         linear.bias.zero_()
+    if prepare is not None:
+        prepare(model, linear.weight.detach().numpy().T.copy())
     start = {k: v.clone() for k, v in model.policy.state_dict().items()}
     deltas = []
     for _ in range(n_calls):

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from arsm_rl.actions import JointActions
-from arsm_rl.cloning import has_masks, vec_masks
+from arsm_rl.cloning import has_masks
 from arsm_rl.estimators import Draws, Estimator
 from arsm_rl.forkvec.vec_env import ForkVecEnv
 from arsm_rl.rollouts.lockstep import ActFn, BranchPoint, RolloutBatch, run_in_forks, run_lockstep
@@ -45,16 +44,6 @@ class RolloutEngine:
         #: the env has action masks (:mod:`~arsm_rl.cloning.masks`)
         self.masked = has_masks(venv)
         self.workers = WorkerPool(workers or WorkerSettings(), lambda: (self.pool.take(1)[0], self.pipeline, self.stepper))
-
-    def action_masks(self, joint: JointActions) -> np.ndarray | None:
-        """
-        :param joint: the action coding
-        :return: the training sub-envs' current action masks, ``(n_envs, sum(nvec))`` bool, checked
-            (:meth:`~arsm_rl.actions.JointActions.check_masks`), or ``None`` for an env without masks
-        """
-        if not self.masked:
-            return None
-        return joint.check_masks(vec_masks(self.venv), self.venv.num_envs, "action_masks() of the training env")
 
     def branch_points(self, indices: Sequence[int]) -> list[BranchPoint]:
         """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,12 +60,15 @@ class RolloutBatch:
     :param lengths: (R,) number of steps each rollout took (the first, pseudo, action included)
     :param restore_steps: env steps spent restoring snapshots (replay-based families)
     :param worker_rollouts: how many of the rollouts (the first ones) ran on rollout workers
+    :param cut_obs: (R,) the observation where each rollout stopped at its horizon with its episode still running, as the
+        policy would see it (``None`` where the episode ended): where ``action_values="bootstrap"`` closes the value
     """
 
     rewards: np.ndarray
     lengths: np.ndarray
     restore_steps: int
     worker_rollouts: int = 0
+    cut_obs: list[Any] = field(default_factory=list)
 
     @property
     def env_steps(self) -> int:
@@ -117,19 +120,25 @@ def run_lockstep(
     live = np.ones(n, dtype=bool)
     lengths = np.zeros(n, dtype=np.int64)
     rewards: list[np.ndarray] = []
+    cut_obs: list[Any] = [None] * n
     actions = first_actions
     depth = 0  # steps taken by every live rollout
     while True:  # one lockstep iteration: every live rollout takes one step
         raw, step_rewards, ended = steppers.step(actions, live)
         rewards.append(float32_rewards(step_rewards))
         lengths += live
+        cut = live & ~ended & (lengths >= limits)
         live &= ~ended & (lengths < limits)
         depth += 1
-        if not live.any():
+        if not (live.any() or cut.any()):
             break
         if depth >= max_episode_steps and (live & (limits == _ENDLESS)).any():
             raise endless_rollout(depth)
         batch_obs = pipeline.transform(raw, stacks)
+        for r in np.flatnonzero(cut):
+            cut_obs[r] = select_rows(batch_obs, r)
+        if not live.any():
+            break
         ids = np.flatnonzero(live)
         rows = block_rows(ids, n)
         actions = np.array(actions, copy=True)
@@ -137,7 +146,7 @@ def run_lockstep(
         chosen = act(select_rows(batch_obs, rows), rows + id_offset, depth, None if masks is None else masks[rows])
         actions[ids] = chosen[np.searchsorted(rows, ids)]
     restore_steps = sum(snapshot.restore_steps for snapshot in snapshots)
-    return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps)
+    return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps, cut_obs=cut_obs)
 
 
 def run_in_forks(
@@ -162,7 +171,7 @@ def run_in_forks(
     limits = list(horizons or [None] * n)
     policy = pickle.dumps(act, protocol=pickle.HIGHEST_PROTOCOL)  # once, for every fork
     forks: list[ForkedEnv] = []
-    results: list[tuple[np.ndarray, int]] = []
+    results: list[tuple[np.ndarray, int, Any]] = []
     try:
         for r, branch in enumerate(branches):
             if not isinstance(branch.snapshot, ForkSnapshot):
@@ -178,11 +187,11 @@ def run_in_forks(
     finally:
         for fork in forks:
             fork.close()
-    lengths = np.array([length for _, length in results], dtype=np.int64)
+    lengths = np.array([length for _, length, _ in results], dtype=np.int64)
     rewards = np.zeros((n, int(lengths.max(initial=0))))
-    for r, (row, length) in enumerate(results):
+    for r, (row, length, _) in enumerate(results):
         rewards[r, :length] = row
-    return RolloutBatch(rewards, lengths, 0)
+    return RolloutBatch(rewards, lengths, 0, cut_obs=[cut for _, _, cut in results])
 
 
 def block_rows(ids: np.ndarray, n: int) -> np.ndarray:

@@ -98,13 +98,14 @@ class RacePolicy:
         return self.coding.env_actions(self.race(self.logits(obs), self.noise(ids, depth), masks))
 
     def roll_out(self, env: Any, rollout: int, first_action: Any, horizon: int | None,
-                 max_episode_steps: int) -> tuple[np.ndarray, int]:  # fmt: skip
+                 max_episode_steps: int) -> tuple[np.ndarray, int, Any]:  # fmt: skip
         """
         Rollout ``rollout`` alone on ``env`` (a gymnasium env at its branch point, without action masks), as
         :func:`~arsm_rl.rollouts.run_lockstep` runs it among others, bit for bit: the same steps, horizon and checks;
         its observation takes its place in a block whose other rows are zeros (a row's logits do not depend on them).
 
-        :return: its rewards (float32-rounded, as float64) and its length
+        :return: its rewards (float32-rounded, as float64), its length and the observation where its horizon cut it
+            (``None`` if its episode ended)
         :raises RuntimeError: when it runs ``max_episode_steps`` without horizon and without its episode ending
         """
         rewards, depth, action, ids = [], 0, first_action, np.array([rollout])
@@ -112,8 +113,10 @@ class RacePolicy:
             obs, reward, terminated, truncated, _ = env.step(action)
             rewards.append(reward)
             depth += 1
-            if terminated or truncated or (horizon is not None and depth >= horizon):
-                return float32_rewards(rewards), depth
+            if terminated or truncated:
+                return float32_rewards(rewards), depth, None
+            if horizon is not None and depth >= horizon:
+                return float32_rewards(rewards), depth, obs
             if horizon is None and depth >= max_episode_steps:
                 raise endless_rollout(depth)
             obs = np.asarray(obs)
@@ -124,7 +127,7 @@ class RacePolicy:
 
 
 def roll_out_pickled(env: Any, policy: bytes, rollout: int, first_action: Any, horizon: int | None,
-                     max_episode_steps: int) -> tuple[np.ndarray, int]:  # fmt: skip
+                     max_episode_steps: int) -> tuple[np.ndarray, int, Any]:  # fmt: skip
     """:meth:`RacePolicy.roll_out` of a pickled :class:`RacePolicy` (pickled once, sent to each of an update's forks)"""
     race_policy: RacePolicy = pickle.loads(policy)
     return race_policy.roll_out(env, rollout, first_action, horizon, max_episode_steps)

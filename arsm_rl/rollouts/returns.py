@@ -83,16 +83,31 @@ def tail_horizon(used: np.ndarray, dones: np.ndarray, horizon: int | None) -> in
 
 
 def true_values(
-    rewards: np.ndarray, dones: np.ndarray, tail_rewards: dict[int, np.ndarray], gamma: float, horizon: int | None
+    rewards: np.ndarray,
+    dones: np.ndarray,
+    tail_rewards: dict[int, np.ndarray],
+    gamma: float,
+    horizon: int | None,
+    closings: np.ndarray | None = None,
+    tail_closings: dict[int, float] | None = None,
 ) -> np.ndarray:
     """
     Q(s_t, a_t) of an update's real steps: the real rewards' discounted returns, completed by tail rollouts.
+
+    With ``closings`` (``action_values="bootstrap"``), values are closed where the horizon cuts an episode that goes
+    on: a step whose ``horizon`` steps lie inside the data gets gamma^h V(s_{t+h}); a step of the episode still running
+    at the end whose horizon reaches past the data takes the whole tail rollout (at least ``horizon`` steps, an
+    estimate as unbiased) and, where the tail was cut, gamma^k times its closing value, k the steps to the tail's
+    end. Where nothing is cut (every episode shorter than the horizon) this adds nothing: the values are bit for bit
+    those without ``closings``.
 
     :param rewards: (n, E) real rewards
     :param dones: (n, E) episode ends
     :param tail_rewards: sub-env -> rewards of the tail rollout from the state after its last step
     :param gamma: discount factor
     :param horizon: the values' horizon (``None``: to the episode's end)
+    :param closings: (n + 1, E) V of each real state and of the state after the data, or ``None`` not to close
+    :param tail_closings: sub-env -> V of the state where its tail rollout was cut (absent or 0: the episode ended)
     :return: (n, E) values, NaN where unknown (a still-running episode without a tail, past the horizon's reach)
     """
     n, n_envs = rewards.shape
@@ -111,4 +126,21 @@ def true_values(
             env_rewards = np.concatenate([env_rewards, tail])
             env_dones = np.concatenate([env_dones, np.arange(len(tail)) == len(tail) - 1])
         values[:unknown_from, e] = discounted_returns(env_rewards, env_dones, gamma, horizon)[:unknown_from]
+        if closings is not None and horizon is not None:
+            _close(values[:, e], dones[:, e], env_rewards, env_dones, closings[:, e], (tail_closings or {}).get(e),
+                   gamma, horizon)  # fmt: skip
     return values
+
+
+def _close(values: np.ndarray, dones: np.ndarray, rewards: np.ndarray, ends: np.ndarray, closings: np.ndarray,
+           tail_closing: float | None, gamma: float, horizon: int) -> None:  # fmt: skip
+    """:func:`true_values`' closings of one sub-env, in place (``rewards`` and ``ends`` include its tail, if any)."""
+    n = len(dones)
+    for t in range(n - horizon + 1):  # cut inside the data, the episode going on
+        if not dones[t : t + horizon].any():
+            values[t] += gamma**horizon * closings[t + horizon]
+    if dones[-1] or tail_closing is None:
+        return
+    whole = discounted_returns(rewards, ends, gamma)
+    for t in range(max(trailing_start(dones), n - horizon + 1), n):  # past the data: the whole tail
+        values[t] = whole[t] + gamma ** (len(rewards) - t) * tail_closing

@@ -64,6 +64,7 @@ def merge(batches: Sequence[RolloutBatch], worker_rollouts: int = 0) -> RolloutB
         np.concatenate([batch.lengths for batch in batches]) if batches else np.zeros(0, dtype=np.int64),
         sum(batch.restore_steps for batch in batches),
         worker_rollouts,
+        [obs for batch in batches for obs in batch.cut_obs],
     )
 
 

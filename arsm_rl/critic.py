@@ -1,0 +1,240 @@
+"""The action-value critic of ``ARSM(action_values="critic" | "bootstrap")``: Q(s, a) learned from real transitions.
+
+CARSM (Yue, Tang, Yin & Zhou, "Discrete Action On-Policy Learning with Action-Value Critic", AISTATS 2020) values
+ARSM's swap pseudo actions with a learned Q(s, a) instead of rollouts from clones. Here, as there:
+
+- :class:`ActionValueNet`: Q(s, a) = MLP([features(s), one-hot(a)]), one output for any (Multi)Discrete joint action,
+  so valuing one joint action never enumerates the others;
+- :class:`TransitionReplay`: the most recent real transitions (s, a, r, s', terminated), a ring buffer;
+- :func:`state_values`: V(s) = sum_a pi(a|s) Q(s, a), exact over the joint actions when there are at most
+  :data:`EXACT_JOINT` of them, else the mean of Q over :data:`VALUE_SAMPLES` joint actions drawn from pi;
+- :func:`critic_step`: one expected-SARSA regression step on a minibatch of the replay, y = r + gamma (1 - terminated)
+  V'(s') with V' from the target network and the current policy, followed by a soft (Polyak) update of the target.
+
+The transitions are on-policy when collected and age in the replay; expected-SARSA targets stay targets of the
+current policy's Q whatever policy took the action, since the next action is averaged under the current one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
+from stable_baselines3.common.utils import obs_as_tensor, polyak_update
+from torch import nn
+from torch.nn import functional as F
+
+from arsm_rl.actions import JointActions
+from arsm_rl.rollouts import Obs, flatten_steps, select_rows, stack_obs
+
+if TYPE_CHECKING:  # the policy imports this module
+    from arsm_rl.policies import ARSMPolicy
+    from arsm_rl.updates import UpdateData
+
+__all__ = ["ACTION_VALUES", "EXACT_JOINT", "VALUE_SAMPLES", "ActionValueNet", "TransitionReplay", "critic_step",
+           "state_values", "update_transitions"]  # fmt: skip
+
+#: ``ARSM(action_values=...)``: rollouts to the episode's end (or ``pseudo_horizon``), a learned critic, or rollouts cut
+#: at ``pseudo_horizon`` and closed with the critic's state value.
+ACTION_VALUES = ("rollout", "critic", "bootstrap")
+
+#: :func:`state_values` sums over every joint action up to this many, and samples above.
+EXACT_JOINT = 64
+
+#: joint actions drawn per state by :func:`state_values` over larger joint action spaces.
+VALUE_SAMPLES = 16
+
+
+class ActionValueNet(nn.Module):
+    """
+    Q(s, a) for (Multi)Discrete actions: an MLP on the observation's features and the joint action's one-hot code
+    (one block of ``nvec[k]`` per dimension).
+
+    :param features_extractor: the critic's own features extractor (not shared with the actor)
+    :param nvec: number of actions of each dimension
+    :param net_arch: hidden layer sizes
+    :param activation_fn: activation between hidden layers
+    """
+
+    def __init__(
+        self, features_extractor: BaseFeaturesExtractor, nvec: np.ndarray, net_arch: list[int], activation_fn: type[nn.Module]
+    ) -> None:
+        super().__init__()
+        self.features_extractor = features_extractor
+        self.width = int(nvec.sum())
+        self.starts: th.Tensor
+        starts = th.as_tensor(np.concatenate([[0], np.cumsum(nvec[:-1])]), dtype=th.long)
+        self.register_buffer("starts", starts, persistent=False)  # each dimension's first one-hot column
+        self.q_net = nn.Sequential(*create_mlp(features_extractor.features_dim + self.width, 1, net_arch, activation_fn))
+
+    def forward(self, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """
+        :param features: ``(B, F)`` features of the states
+        :param actions: ``(B, J, K)`` int64, J joint actions per state
+        :return: ``(B, J)`` Q values
+        """
+        b, j, k = actions.shape
+        onehot = th.zeros(b * j, self.width, dtype=features.dtype, device=features.device)
+        onehot.scatter_(1, actions.reshape(b * j, k) + self.starts, 1.0)
+        inputs = th.cat([features.repeat_interleave(j, dim=0), onehot], dim=1)
+        return self.q_net(inputs).reshape(b, j)
+
+
+def state_values(
+    policy: ARSMPolicy,
+    joint: JointActions,
+    obs: Obs,
+    masks: np.ndarray | None,
+    rng: np.random.Generator,
+    target: bool = False,
+) -> th.Tensor:
+    """
+    V(s) = sum_a pi(a|s) Q(s, a) under the current policy (no gradient): exact over at most :data:`EXACT_JOINT` joint
+    actions, else the mean of Q over :data:`VALUE_SAMPLES` joint actions drawn from pi with ``rng`` (unbiased).
+
+    :param policy: the policy with its critic
+    :param joint: the action coding
+    :param obs: ``(B, ...)`` observations as the policy sees them
+    :param masks: ``(B, sum(nvec))`` valid actions, or ``None``
+    :param rng: draws the sampled joint actions
+    :param target: use the target network (the critic's regression targets) instead of the critic
+    :return: ``(B,)`` float32 values
+    """
+    with th.no_grad():
+        tensor = obs_as_tensor(obs, policy.device)  # type: ignore[arg-type]
+        logits = joint.masked(policy(tensor), masks)
+        n = len(logits)
+        if joint.n_joint <= EXACT_JOINT:
+            actions = th.as_tensor(joint.decode(np.arange(joint.n_joint)), device=policy.device)  # (J, K)
+            log_probs = th.log_softmax(joint.padded(logits), dim=-1)  # (B, K, C)
+            joint_log_probs = log_probs[:, th.arange(actions.shape[1]), actions].sum(-1)  # (B, J)
+            q = policy.q_values(tensor, actions.expand(n, *actions.shape), target)
+            return (joint_log_probs.exp() * q).sum(1)
+        noise = joint.noise(rng, n * VALUE_SAMPLES)
+        drawn = joint.race(logits.cpu().repeat_interleave(VALUE_SAMPLES, dim=0), noise)
+        actions = th.as_tensor(drawn, device=policy.device).reshape(n, VALUE_SAMPLES, -1)
+        return policy.q_values(tensor, actions, target).mean(1)
+
+
+def update_transitions(collected: UpdateData) -> tuple[Obs, np.ndarray, np.ndarray, Obs, np.ndarray, np.ndarray | None]:
+    """
+    An update's real transitions as flat rows ``t * E + e``: (obs, actions, rewards, next obs, terminated, next masks).
+
+    The next observation of a step is the following step's (the last step's: the observation after the data); where an
+    episode ended, the env has already reset, so it is the terminal observation SB3's ``VecEnv`` reports, which a
+    time limit's truncation bootstraps from (``terminated`` is ``False`` there; a terminated step's next value is 0).
+
+    :param collected: the update's real experience
+    :return: the rows; next masks are ``None`` without masks (all actions valid past a truncation: its state's masks
+        are not reported)
+    """
+    n, n_envs = collected.rewards.shape
+    total = n * n_envs
+    following = _tree2(lambda obs, tail: np.concatenate([obs[1:], tail[None]]), collected.obs, collected.tail_obs)
+    next_obs = flatten_steps(following, total)
+    finals = list(collected.final_obs)
+    if finals:
+        _assign(next_obs, np.array(finals), stack_obs([collected.final_obs[row] for row in finals]))
+    next_masks = None
+    if collected.masks is not None:
+        assert collected.tail_masks is not None
+        next_masks = np.concatenate([collected.masks[1:], collected.tail_masks[None]]).reshape(total, -1)
+        next_masks[finals] = True
+    terminated = collected.dones if collected.terminated is None else collected.terminated
+    return (
+        flatten_steps(collected.obs, total),
+        collected.actions.reshape(total, -1),
+        collected.rewards.reshape(total),
+        next_obs,
+        terminated.reshape(total),
+        next_masks,
+    )
+
+
+class TransitionReplay:
+    """
+    The last ``capacity`` real transitions, a ring buffer (observations as arrays, or dicts of arrays).
+
+    :param capacity: transitions kept
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: dict[str, Any] | None = None
+        self._next = 0
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, obs: Obs, actions: np.ndarray, rewards: np.ndarray, next_obs: Obs, terminated: np.ndarray,
+            next_masks: np.ndarray | None) -> None:  # fmt: skip
+        """Add ``B`` transitions (rows of each argument), overwriting the oldest when full."""
+        parts = {"obs": obs, "actions": actions, "rewards": rewards, "next_obs": next_obs, "terminated": terminated}
+        if next_masks is not None:
+            parts["next_masks"] = next_masks
+        if self._data is None:
+            self._data = {key: _tree(lambda x: np.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype), value)
+                          for key, value in parts.items()}  # fmt: skip
+        index = (self._next + np.arange(len(rewards))) % self.capacity
+        for key, value in parts.items():
+            _assign(self._data[key], index, value)
+        self._next = int(index[-1] + 1) % self.capacity if len(index) else self._next
+        self._size = min(self.capacity, self._size + len(rewards))
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, Any]:
+        """:return: ``batch_size`` transitions drawn uniformly with replacement, by part name"""
+        assert self._data is not None and self._size > 0
+        rows = rng.integers(self._size, size=batch_size)
+        return {key: select_rows(value, rows) for key, value in self._data.items()}
+
+
+def _tree(fn: Any, obs: Any) -> Any:
+    return {key: fn(value) for key, value in obs.items()} if isinstance(obs, dict) else fn(obs)
+
+
+def _tree2(fn: Any, obs: Any, other: Any) -> Any:
+    return {key: fn(value, other[key]) for key, value in obs.items()} if isinstance(obs, dict) else fn(obs, other)
+
+
+def _assign(store: Any, index: np.ndarray, value: Any) -> None:
+    if isinstance(store, dict):
+        for key in store:
+            store[key][index] = value[key]
+    else:
+        store[index] = value
+
+
+def critic_step(
+    policy: ARSMPolicy,
+    joint: JointActions,
+    replay: TransitionReplay,
+    rng: np.random.Generator,
+    batch_size: int,
+    gamma: float,
+    tau: float,
+) -> tuple[float, float]:
+    """
+    One expected-SARSA step of the critic on a minibatch of the replay: minimise (Q(s, a) - y)^2 with
+    y = r + gamma (1 - terminated) V'(s'), V' from the target network under the current policy
+    (:func:`state_values`), then move the target network by ``tau`` towards the critic.
+
+    :return: the loss and the mean absolute TD error of the minibatch
+    """
+    batch = replay.sample(rng, batch_size)
+    device = policy.device
+    rewards = th.as_tensor(batch["rewards"], dtype=th.float32, device=device)
+    alive = 1.0 - th.as_tensor(batch["terminated"], dtype=th.float32, device=device)
+    next_values = state_values(policy, joint, batch["next_obs"], batch.get("next_masks"), rng, target=True)
+    targets = rewards + gamma * alive * next_values
+    actions = th.as_tensor(batch["actions"], device=device)[:, None, :]
+    q = policy.q_values(obs_as_tensor(batch["obs"], device), actions)[:, 0]  # type: ignore[arg-type]
+    loss = F.mse_loss(q, targets)
+    assert policy.critic_optimizer is not None and policy.critic is not None and policy.critic_target is not None
+    policy.critic_optimizer.zero_grad()
+    loss.backward()
+    policy.critic_optimizer.step()
+    polyak_update(policy.critic.parameters(), policy.critic_target.parameters(), tau)
+    return loss.item(), (q - targets).abs().mean().item()
