@@ -73,12 +73,12 @@ def normalize_kwargs(setting: Any, gamma: Any) -> dict[str, Any] | None:
     return kwargs
 
 
-def probe_preset_env(env_id: str, algo: str, settings: dict[str, Any], forks: bool = False) -> None:
+def probe_preset_env(env_id: str, algo: str, settings: dict[str, Any], forks: bool = False, clones: bool = True) -> None:
     """:func:`probe_env` with the ``env_kwargs`` and ``env_wrapper`` of a preset's env settings (see
     :func:`agents.hyperparams.split_preset`)."""
     env_kwargs = settings.get("env_kwargs") or {}
     env_kwargs = eval_code("env_kwargs", env_kwargs) if isinstance(env_kwargs, str) else env_kwargs
-    probe_env(env_id, algo, env_kwargs, _wrapper_from_spec(settings.get("env_wrapper")), forks)
+    probe_env(env_id, algo, env_kwargs, _wrapper_from_spec(settings.get("env_wrapper")), forks, clones)
 
 
 def make_or_explain(env_id: str, env_kwargs: dict[str, Any], source: str = "--env-kwargs or the preset's") -> gym.Env:
@@ -97,11 +97,12 @@ def make_or_explain(env_id: str, env_kwargs: dict[str, Any], source: str = "--en
 
 
 def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Callable[[gym.Env], gym.Env] | None = None,
-              forks: bool = False) -> None:  # fmt: skip
+              forks: bool = False, clones: bool = True) -> None:  # fmt: skip
     """
     Make one env to turn bad ids, observation and action spaces and uncloneable envs into one-line errors early.
 
     :param forks: the env will run under ``ForkVecEnv``, whose fork snapshots clone any env (no clone probe)
+    :param clones: the run clones the env (``False``: ARSM with ``action_values="critic"``, no clone probe)
     :raises UsageError: with what to do about it
     """
     if forks and fork_problem() is not None:
@@ -131,7 +132,7 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Calla
                     "or MultiBinary actions (use --algo ppo or a2c for continuous control, or cut its actions into bins with "
                     "env_wrapper envs.discretize.DiscreteBins, as the Pendulum-v1 preset does)"
                 ) from None
-            if forks:  # fork snapshots clone any env
+            if forks or not clones:  # fork snapshots clone any env; the critic clones none
                 return
             try:
                 cloneable = make_cloneable(env)
@@ -141,7 +142,7 @@ def probe_env(env_id: str, algo: str, env_kwargs: dict[str, Any], wrapper: Calla
                 reason = str(error).split(". ")[0]
                 raise UsageError(
                     f"{env_id} cannot be cloned exactly ({reason}); make it cloneable (see docs/cloning.md) and verify it "
-                    "with arsm_rl.cloning.check_cloneable"
+                    "with arsm_rl.cloning.check_cloneable, or train with -params action_values:'critic' (no clones)"
                 ) from None
     finally:
         env.close()

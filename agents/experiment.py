@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     settings, hyperparams = split_preset(args.algo, raw)
     if args.env_kwargs:
         settings["env_kwargs"] = parse_overrides(args.env_kwargs, what="--env-kwargs")
-    probe_preset_env(args.env, args.algo, settings, forks=args.vec_env == "fork")
+    clones = args.algo in ARSM_FAMILY and hyperparams.get("action_values", "rollout") != "critic"
+    probe_preset_env(args.env, args.algo, settings, forks=args.vec_env == "fork", clones=clones)
     if args.eval_env_kwargs:
         make_or_explain(args.env, parse_overrides(args.eval_env_kwargs, what="--eval-env-kwargs"), "--eval-env-kwargs").close()
     normalize = normalize_kwargs(settings.get("normalize"), hyperparams.get("gamma"))
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = next_run_dir(args.log_folder, args.algo, args.env, f"_{uuid.uuid4()}" if args.uuid else "")
     venv = make_env(
-        args.env, settings, n_envs, seed, cloneable=args.algo in ARSM_FAMILY, vec_env=args.vec_env, monitor_dir=str(run_dir)
+        args.env, settings, n_envs, seed, cloneable=clones, vec_env=args.vec_env, monitor_dir=str(run_dir)
     )
     try:
         model = build_model(args, venv, kwargs, normalize, seed)

@@ -6,8 +6,10 @@ the training VecNormalize statistics, when the preset normalises); a run stops a
 whose mean reaches the threshold, or at the preset's ``n_timesteps`` (or ``--max-steps``). "Simulator
 steps" are real steps plus ARSM's pseudo and tail rollout steps (``time/total_env_steps``). Wall time
 excludes the evaluations, whose env is headless (``arsm_rl.cloning.make_headless``: LunarLander without its
-render-only flame particles, the same returns sooner). ``arsm-paper`` is ARSM with the authors' configuration
-(``--preset paper``).
+render-only flame particles, the same returns sooner). ``<algo>-<variant>`` is the algo with its preset variant
+(``train.py --preset <variant>``): ``arsm-paper`` the authors' configuration, ``arsm-critic`` and
+``all_action-critic`` the learned critic, ``arsm-bootstrap`` and ``all_action-bootstrap`` bootstrapped short
+rollouts (``action_values``, docs/arsm.md).
 
     python benchmarks/rl.py --env CartPole-v1 --algos arsm,ppo --seeds 0-4
 
@@ -18,8 +20,8 @@ Results are saved after every run and merge across invocations: a run replaces t
 (algo, seed) and keeps the rest, and every row records the command that produced it, so one env's table can
 be built up algorithm by algorithm (and an interrupted invocation keeps the runs it finished); invocations may
 run in parallel. ``python benchmarks/sync_readme.py`` then copies the tables into ``benchmarks/README.md``.
-``--algos`` defaults to every algorithm that applies to the env (``maskable_ppo`` needs action masks, ``arsm-paper``
-a paper preset, the ARSM family a cloneable env with discrete actions); the ones left out are printed. ``--quick``
+``--algos`` defaults to every algorithm that applies to the env (``maskable_ppo`` needs action masks, a variant
+its preset, the ARSM family a cloneable env with discrete actions); the ones left out are printed. ``--quick``
 is a smoke run of the same code path (used by ``tests/test_benchmarks_quick.py``); without ``--out`` it writes into
 a fresh temporary folder, never into ``benchmarks/results``.
 """
@@ -52,7 +54,8 @@ from agents.errors import UsageError
 from agents.evaluation import evaluate
 from agents.hyperparams import build_kwargs, parse_overrides, split_preset
 
-ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo", "maskable_ppo")
+ALGO_ORDER = ("arsm", "arsm-paper", "rloo", "all_action", "arsm-critic", "all_action-critic", "arsm-bootstrap",
+              "all_action-bootstrap", "a2c", "ppo", "maskable_ppo")  # fmt: skip
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0, "arsm/MaskedTaxi-v0": 7.0,
               "MiniGrid-Empty-5x5-v0": 0.9}  # fmt: skip
 PLOT_TITLE = "{env}: median and interquartile range over seeds"
@@ -159,10 +162,11 @@ class ThresholdCallback(BaseCallback):
 
 
 def preset(algo: str, env_id: str, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """The algorithm behind a benchmark row and its raw preset (``arsm-paper`` is arsm's ``paper`` variant), with
-    ``overrides`` (``--hyperparams``) applied as ``train.py -params`` applies them."""
-    name, variant = ("arsm", "paper") if algo == "arsm-paper" else (algo, None)
-    return name, {**load_preset(name, env_id, variant=variant)[1], **(overrides or {})}
+    """The algorithm behind a benchmark row and its raw preset (``<algo>-<variant>`` is the algo's preset variant, as
+    ``train.py --preset <variant>`` reads it: ``arsm-paper``, ``all_action-critic``), with ``overrides``
+    (``--hyperparams``) applied as ``train.py -params`` applies them."""
+    name, _, variant = algo.partition("-")
+    return name, {**load_preset(name, env_id, variant=variant or None)[1], **(overrides or {})}
 
 
 def label(algo: str, overrides: dict[str, Any]) -> str:

@@ -100,6 +100,8 @@ class Env:
 
     def peer(self, algo: str) -> str:
         runs = self.of(algo)
+        if not runs:
+            return "no preset"
         sim = steps(self.median(runs, "simulator_steps"))
         if self.by_steps and any(r["solved"] for r in runs):
             return f"{steps(self.median(runs, 'real_steps'))} ({self.solved(algo)}), {sim} sim"
@@ -152,6 +154,9 @@ def markdown(results: Path = HERE / "results") -> str:
     lines.append("| wall s (medians) | " + " | ".join(e.wall() for e in envs) + " |")
     lines.append("| RLOO, same budget | " + " | ".join(e.peer("rloo") for e in envs) + " |")
     lines.append("| all-action, same budget | " + " | ".join(e.peer("all_action") for e in envs) + " |")
+    for algo, name in (("arsm-critic", "ARSM"), ("all_action-critic", "all-action"), ("arsm-bootstrap", "ARSM")):
+        mode = "learned critic (no rollouts)" if algo.endswith("critic") else "bootstrapped short rollouts"
+        lines.append(f"| {name}, {mode} | " + " | ".join(e.peer(algo) for e in envs) + " |")
 
     def span(values: list[tuple[float, bool]]) -> str:  # over the envs where the ratio exists and is exact
         exact = [v for v, bound in values if not bound and not np.isnan(v)]

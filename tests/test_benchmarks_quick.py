@@ -99,7 +99,8 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
         rows = {row["algo"]: row for row in csv.DictReader(file)}
     with open(out / "rl_CartPole-v1_curves.csv", newline="") as file:
         curves = list(csv.DictReader(file))
-    assert list(rows) == ["arsm", "arsm-paper", "rloo", "all_action", "a2c", "ppo"]
+    assert list(rows) == ["arsm", "arsm-paper", "rloo", "all_action", "arsm-critic", "all_action-critic", "arsm-bootstrap",
+                          "all_action-bootstrap", "a2c", "ppo"]  # fmt: skip
     for algo, row in rows.items():
         evaluations = [float(c["eval_mean"]) for c in curves if c["algo"] == algo]
         assert len(evaluations) >= 2, algo
@@ -108,7 +109,7 @@ def test_rl_benchmark_quick(tmp_path: Path) -> None:
         # Solved means an evaluation reached the threshold, and the run stopped at the first that did.
         assert (row["solved"] == "True") == (max(evaluations) >= 475) == (evaluations[-1] >= 475), (algo, evaluations)
         assert all(e < 475 for e in evaluations[:-1]), (algo, evaluations)
-        if algo in ("a2c", "ppo"):
+        if algo in ("a2c", "ppo", "arsm-critic", "all_action-critic"):  # no rollouts: the critic values the actions
             assert int(row["simulator_steps"]) == int(row["real_steps"]), algo
         else:  # pseudo rollouts counted
             assert int(row["simulator_steps"]) > int(row["real_steps"]), algo

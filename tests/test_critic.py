@@ -21,9 +21,9 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from test_exact_gradient import cosine_and_ratio, mean_update
 from torch import nn
 
-from arsm_rl import ARSM
+from arsm_rl import ARSM, UpdateData
 from arsm_rl.cloning import NotCloneableError
-from arsm_rl.critic import EXACT_JOINT, state_values
+from arsm_rl.critic import EXACT_JOINT, state_values, update_transitions
 from arsm_rl.rollouts import true_values
 from envs import RandomMDP
 
@@ -191,3 +191,23 @@ def test_bootstrap_refuses_action_masks() -> None:
     with pytest.raises(ValueError, match=r"does not read action masks at the states where rollouts are cut"):
         ARSM("MlpPolicy", RandomMDP(n_masked=1), action_values="bootstrap", pseudo_horizon=5)
     ARSM("MlpPolicy", RandomMDP(n_masked=1), action_values="critic", **SMALL).learn(64)  # the critic reads them
+
+
+def test_update_transitions_bootstrap_from_the_right_state() -> None:
+    """One sub-env, three steps: the episode is truncated by its time limit at step 0 (bootstrap from the terminal
+    observation, not the reset one) and terminated at step 1 (no bootstrap); step 2 bootstraps from the observation
+    after the data."""
+    collected = UpdateData(
+        obs=np.array([[[0.0]], [[1.0]], [[2.0]]]), logits=np.zeros((3, 1, 2), np.float32),
+        noise=np.zeros((3, 1, 1, 2), np.float32), actions=np.array([[[0]], [[1]], [[0]]]),
+        rewards=np.array([[1.0], [2.0], [3.0]]), dones=np.array([[True], [True], [False]]), branches=[None] * 3,
+        tail_branches={}, tail_obs=np.array([[3.0]]), terminated=np.array([[False], [True], [False]]),
+        final_obs={0: np.array([9.0])},
+    )  # fmt: skip
+    obs, actions, rewards, next_obs, terminated, masks = update_transitions(collected)
+    np.testing.assert_array_equal(next_obs[:, 0], [9.0, 2.0, 3.0])  # row 1's next is the reset obs: unused, terminated
+    np.testing.assert_array_equal(terminated, [False, True, False])
+    np.testing.assert_array_equal(obs[:, 0], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(actions[:, 0], [0, 1, 0])
+    np.testing.assert_array_equal(rewards, [1.0, 2.0, 3.0])
+    assert masks is None

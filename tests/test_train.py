@@ -621,6 +621,10 @@ def test_inexact_clones_are_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert_one_line_error(code, capsys.readouterr().err, "cannot be cloned exactly",
                           "not exact: the env draws from Python's random", "register_cloneable")  # fmt: skip
     assert not (tmp_path / "logs").exists()
+    # the critic clones nothing: the same env trains with it
+    code = train.main(["--env", "global_random_env:GlobalRandomWalk-v0", "-n", "64", "--eval-freq", "-1",
+                       "-params", "action_values:'critic'", "n_steps:32"])  # fmt: skip
+    assert code == 0 and any((tmp_path / "logs").rglob("*.zip"))
 
 
 def test_progress_bar_by_default_on_a_terminal(monkeypatch) -> None:
