@@ -19,7 +19,15 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.actions import JointActions
 from arsm_rl.cloning import NotCloneableError, has_masks, register_optional_envs, vec_masks
-from arsm_rl.critic import ACTION_VALUES, TransitionReplay, critic_step, state_values, update_transitions
+from arsm_rl.critic import (
+    ACTION_VALUES,
+    TransitionReplay,
+    closing_values,
+    critic_step,
+    critic_values,
+    state_values,
+    update_transitions,
+)
 from arsm_rl.estimators import ESTIMATORS, Draws, Estimator
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
@@ -542,7 +550,7 @@ class ARSM(BaseAlgorithm):
         planned = time.perf_counter()
 
         if self.action_values == "critic":
-            q_true, values = self._critic_values(collected, plan)
+            q_true, values = critic_values(self.policy, self._joint, collected, plan)
             rollouts, tails = RolloutValues(values, {}, 0, 0), {}
         else:
             # The true action's value is needed at every used step; an episode still running at the end of the data
@@ -552,7 +560,9 @@ class ARSM(BaseAlgorithm):
                           for e in collected.tail_branches}  # fmt: skip
             tails = {e: horizon for e, horizon in horizon_of.items() if horizon != 0}
             rollouts = self.run_rollouts(collected, plan.requests, tails)
-            closings = self._closing_values(collected) if self.action_values == "bootstrap" else None
+            closings = None
+            if self.action_values == "bootstrap":
+                closings = closing_values(self.policy, self._joint, collected, self._critic_rng)
             q_true = true_values(collected.rewards, collected.dones, rollouts.tail_rewards, self.gamma, self.pseudo_horizon,
                                  closings, rollouts.tail_closings).reshape(-1)  # fmt: skip
             values = rollouts.values
@@ -610,32 +620,6 @@ class ARSM(BaseAlgorithm):
         self.logger.record("time/total_env_steps", self.num_timesteps + self.num_pseudo_steps)
         rollout_seconds = max(rolled_out - start, sys.float_info.epsilon)
         self.logger.record("time/pseudo_fps", int(rollouts.env_steps / rollout_seconds))
-
-    def _critic_values(self, collected: UpdateData, plan: UpdatePlan) -> tuple[np.ndarray, np.ndarray]:
-        """``action_values="critic"``: Q(s, a) of every step's true action and of ``plan.requests``, from the critic."""
-        n_rows = collected.rewards.size
-        obs = flatten_steps(collected.obs, n_rows)
-        rows = np.array([row for row, _ in plan.requests], dtype=np.int64)
-        codes = np.array([code for _, code in plan.requests], dtype=np.int64)
-        with th.no_grad():
-            true = th.as_tensor(collected.actions.reshape(n_rows, 1, -1), device=self.device)
-            q_true = self.policy.q_values(obs_as_tensor(obs, self.device), true)[:, 0]  # type: ignore[arg-type]
-            asked = th.as_tensor(self._joint.decode(codes).reshape(len(rows), 1, len(self._joint.nvec)), device=self.device)
-            values = self.policy.q_values(obs_as_tensor(select_rows(obs, rows), self.device), asked)[:, 0]  # type: ignore[arg-type]
-        return q_true.double().cpu().numpy(), values.double().cpu().numpy()
-
-    def _state_values(self, obs: Any, masks: np.ndarray | None = None) -> np.ndarray:
-        """V(s) = sum_a pi(a|s) Q(s, a) of the critic, float64 (:func:`~arsm_rl.critic.state_values`)."""
-        return state_values(self.policy, self._joint, obs, masks, self._critic_rng).double().cpu().numpy()
-
-    def _closing_values(self, collected: UpdateData) -> np.ndarray:
-        """``action_values="bootstrap"``: V of every real state of the update and of the state after it, ``(n + 1, E)``."""
-        n, n_envs = collected.rewards.shape
-        masks = None
-        if collected.masks is not None and collected.tail_masks is not None:
-            masks = np.concatenate([collected.masks, collected.tail_masks[None]]).reshape((n + 1) * n_envs, -1)
-        obs = stack_obs([*(select_rows(collected.obs, t) for t in range(n)), collected.tail_obs])
-        return self._state_values(flatten_steps(obs, (n + 1) * n_envs), masks).reshape(n + 1, n_envs)
 
     def _train_critic(self) -> None:
         """``critic_gradient_steps`` expected-SARSA steps of the critic on its replay (:func:`~arsm_rl.critic.critic_step`)."""
@@ -719,7 +703,8 @@ class ARSM(BaseAlgorithm):
         closings = np.zeros(len(branches))
         cut = [i for i, obs in enumerate(batch.cut_obs) if obs is not None]
         if self.action_values == "bootstrap" and cut:  # closed with the critic's value of the state reached
-            closings[cut] = self._state_values(stack_obs([batch.cut_obs[i] for i in cut]))
+            reached = stack_obs([batch.cut_obs[i] for i in cut])
+            closings[cut] = state_values(self.policy, self._joint, reached, None, self._critic_rng).double().cpu().numpy()
             values = values + self.gamma ** batch.lengths * closings
         r = len(requests)
         tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}

@@ -3,8 +3,9 @@
 CARSM (Yue, Tang, Yin & Zhou, "Discrete Action On-Policy Learning with Action-Value Critic", AISTATS 2020) values
 ARSM's swap pseudo actions with a learned Q(s, a) instead of rollouts from clones. Here, as there:
 
-- :class:`ActionValueNet`: Q(s, a) = MLP([features(s), one-hot(a)]), one output for any (Multi)Discrete joint action,
-  so valuing one joint action never enumerates the others;
+- the network, :class:`~arsm_rl.policies.ActionValueNet` (Q(s, a) = MLP([features(s), one-hot(a)]), one output for
+  any (Multi)Discrete joint action, so valuing one joint action never enumerates the others), is part of the policy;
+- :func:`critic_values` and :func:`closing_values`: what ``"critic"`` and ``"bootstrap"`` read from it;
 - :class:`TransitionReplay`: the most recent real transitions (s, a, r, s', terminated), a ring buffer;
 - :func:`state_values`: V(s) = sum_a pi(a|s) Q(s, a), exact over the joint actions when there are at most
   :data:`EXACT_JOINT` of them, else the mean of Q over :data:`VALUE_SAMPLES` joint actions drawn from pi;
@@ -17,24 +18,20 @@ current policy's Q whatever policy took the action, since the next action is ave
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.common.utils import obs_as_tensor, polyak_update
-from torch import nn
 from torch.nn import functional as F
 
 from arsm_rl.actions import JointActions
+from arsm_rl.policies import ARSMPolicy
 from arsm_rl.rollouts import Obs, flatten_steps, select_rows, stack_obs
+from arsm_rl.updates import UpdateData, UpdatePlan
 
-if TYPE_CHECKING:  # the policy imports this module
-    from arsm_rl.policies import ARSMPolicy
-    from arsm_rl.updates import UpdateData
-
-__all__ = ["ACTION_VALUES", "EXACT_JOINT", "VALUE_SAMPLES", "ActionValueNet", "TransitionReplay", "critic_step",
-           "state_values", "update_transitions"]  # fmt: skip
+__all__ = ["ACTION_VALUES", "EXACT_JOINT", "VALUE_SAMPLES", "TransitionReplay", "closing_values", "critic_step",
+           "critic_values", "state_values", "update_transitions"]  # fmt: skip
 
 #: ``ARSM(action_values=...)``: rollouts to the episode's end (or ``pseudo_horizon``), a learned critic, or rollouts cut
 #: at ``pseudo_horizon`` and closed with the critic's state value.
@@ -45,41 +42,6 @@ EXACT_JOINT = 64
 
 #: joint actions drawn per state by :func:`state_values` over larger joint action spaces.
 VALUE_SAMPLES = 16
-
-
-class ActionValueNet(nn.Module):
-    """
-    Q(s, a) for (Multi)Discrete actions: an MLP on the observation's features and the joint action's one-hot code
-    (one block of ``nvec[k]`` per dimension).
-
-    :param features_extractor: the critic's own features extractor (not shared with the actor)
-    :param nvec: number of actions of each dimension
-    :param net_arch: hidden layer sizes
-    :param activation_fn: activation between hidden layers
-    """
-
-    def __init__(
-        self, features_extractor: BaseFeaturesExtractor, nvec: np.ndarray, net_arch: list[int], activation_fn: type[nn.Module]
-    ) -> None:
-        super().__init__()
-        self.features_extractor = features_extractor
-        self.width = int(nvec.sum())
-        self.starts: th.Tensor
-        starts = th.as_tensor(np.concatenate([[0], np.cumsum(nvec[:-1])]), dtype=th.long)
-        self.register_buffer("starts", starts, persistent=False)  # each dimension's first one-hot column
-        self.q_net = nn.Sequential(*create_mlp(features_extractor.features_dim + self.width, 1, net_arch, activation_fn))
-
-    def forward(self, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """
-        :param features: ``(B, F)`` features of the states
-        :param actions: ``(B, J, K)`` int64, J joint actions per state
-        :return: ``(B, J)`` Q values
-        """
-        b, j, k = actions.shape
-        onehot = th.zeros(b * j, self.width, dtype=features.dtype, device=features.device)
-        onehot.scatter_(1, actions.reshape(b * j, k) + self.starts, 1.0)
-        inputs = th.cat([features.repeat_interleave(j, dim=0), onehot], dim=1)
-        return self.q_net(inputs).reshape(b, j)
 
 
 def state_values(
@@ -116,6 +78,41 @@ def state_values(
         drawn = joint.race(logits.cpu().repeat_interleave(VALUE_SAMPLES, dim=0), noise)
         actions = th.as_tensor(drawn, device=policy.device).reshape(n, VALUE_SAMPLES, -1)
         return policy.q_values(tensor, actions, target).mean(1)
+
+
+def critic_values(policy: ARSMPolicy, joint: JointActions, collected: UpdateData,
+                  plan: UpdatePlan) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """
+    ``action_values="critic"``: the critic's Q(s, a) of every step's true action and of ``plan.requests``.
+
+    :return: ``(B,)`` the true actions' values and the requests' values, in order, float64
+    """
+    n_rows = collected.rewards.size
+    obs = flatten_steps(collected.obs, n_rows)
+    rows = np.array([row for row, _ in plan.requests], dtype=np.int64)
+    codes = np.array([code for _, code in plan.requests], dtype=np.int64)
+    with th.no_grad():
+        true = th.as_tensor(collected.actions.reshape(n_rows, 1, -1), device=policy.device)
+        q_true = policy.q_values(obs_as_tensor(obs, policy.device), true)[:, 0]  # type: ignore[arg-type]
+        asked = th.as_tensor(joint.decode(codes).reshape(len(rows), 1, len(joint.nvec)), device=policy.device)
+        values = policy.q_values(obs_as_tensor(select_rows(obs, rows), policy.device), asked)[:, 0]  # type: ignore[arg-type]
+    return q_true.double().cpu().numpy(), values.double().cpu().numpy()
+
+
+def closing_values(policy: ARSMPolicy, joint: JointActions, collected: UpdateData, rng: np.random.Generator) -> np.ndarray:
+    """
+    ``action_values="bootstrap"``: V of every real state of an update and of the state after it (:func:`state_values`),
+    where the true actions' values are closed (:func:`~arsm_rl.rollouts.true_values`).
+
+    :return: ``(n + 1, E)`` float64
+    """
+    n, n_envs = collected.rewards.shape
+    masks = None
+    if collected.masks is not None and collected.tail_masks is not None:
+        masks = np.concatenate([collected.masks, collected.tail_masks[None]]).reshape((n + 1) * n_envs, -1)
+    obs = stack_obs([*(select_rows(collected.obs, t) for t in range(n)), collected.tail_obs])
+    values = state_values(policy, joint, flatten_steps(obs, (n + 1) * n_envs), masks, rng)
+    return values.double().cpu().numpy().reshape(n + 1, n_envs)
 
 
 def update_transitions(collected: UpdateData) -> tuple[Obs, np.ndarray, np.ndarray, Obs, np.ndarray, np.ndarray | None]:

@@ -31,9 +31,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from arsm_rl.actions import JointActions
-from arsm_rl.critic import ActionValueNet
 
-__all__ = ["ARSMPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "action_dims", "observation_space_problem"]
+__all__ = [
+    "ARSMPolicy",
+    "ActionValueNet",
+    "CnnPolicy",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "action_dims",
+    "observation_space_problem",
+]
 
 #: Observation spaces SB3's policies (and so ARSM's) take, alone or as the values of a ``Dict``.
 _FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -116,6 +123,41 @@ def pi_arch(net_arch: list[int] | dict[str, list[int]] | None) -> list[int]:
     return list(net_arch["pi"])
 
 
+class ActionValueNet(nn.Module):
+    """
+    Q(s, a) for (Multi)Discrete actions: an MLP on the observation's features and the joint action's one-hot code
+    (one block of ``nvec[k]`` per dimension).
+
+    :param features_extractor: the critic's own features extractor (not shared with the actor)
+    :param nvec: number of actions of each dimension
+    :param net_arch: hidden layer sizes
+    :param activation_fn: activation between hidden layers
+    """
+
+    def __init__(
+        self, features_extractor: BaseFeaturesExtractor, nvec: np.ndarray, net_arch: list[int], activation_fn: type[nn.Module]
+    ) -> None:
+        super().__init__()
+        self.features_extractor = features_extractor
+        self.width = int(nvec.sum())
+        self.starts: th.Tensor
+        starts = th.as_tensor(np.concatenate([[0], np.cumsum(nvec[:-1])]), dtype=th.long)
+        self.register_buffer("starts", starts, persistent=False)  # each dimension's first one-hot column
+        self.q_net = nn.Sequential(*create_mlp(features_extractor.features_dim + self.width, 1, net_arch, activation_fn))
+
+    def forward(self, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """
+        :param features: ``(B, F)`` features of the states
+        :param actions: ``(B, J, K)`` int64, J joint actions per state
+        :return: ``(B, J)`` Q values
+        """
+        b, j, k = actions.shape
+        onehot = th.zeros(b * j, self.width, dtype=features.dtype, device=features.device)
+        onehot.scatter_(1, actions.reshape(b * j, k) + self.starts, 1.0)
+        inputs = th.cat([features.repeat_interleave(j, dim=0), onehot], dim=1)
+        return self.q_net(inputs).reshape(b, j)
+
+
 class ARSMPolicy(BasePolicy):
     """
     Categorical policy with no value head: features extractor, MLP, action logits.
@@ -135,7 +177,7 @@ class ARSMPolicy(BasePolicy):
     :param optimizer_kwargs: optimizer keyword arguments, excluding the learning rate
         (default ``{"eps": 1e-5}`` for Adam, as SB3's actor-critic policies)
     :param critic_lr_schedule: learning-rate schedule of an action-value critic Q(s, a)
-        (:class:`~arsm_rl.critic.ActionValueNet`, with its own features extractor, a target copy and its own optimizer
+        (:class:`ActionValueNet`, with its own features extractor, a target copy and its own optimizer
         of ``optimizer_class``); ``None`` (the default) builds none. ``ARSM(action_values="critic" | "bootstrap")`` passes it
     :param critic_net_arch: hidden layer sizes of the critic's MLP (``None``: the actor's)
     """
