@@ -226,6 +226,10 @@ class ARSM(BaseAlgorithm):
             raise ValueError(f"pseudo_horizon must be None or >= 1, got {pseudo_horizon}.")
         if action_values not in ACTION_VALUES:
             raise ValueError(f"action_values must be one of {', '.join(map(repr, ACTION_VALUES))}, got {action_values!r}.")
+        if action_values == "critic" and n_rollout_workers > 0:
+            raise ValueError(
+                "action_values='critic' runs no rollout, so rollout workers would have nothing to do: set n_rollout_workers=0."
+            )
         if action_values == "bootstrap" and pseudo_horizon is None:
             raise ValueError("action_values='bootstrap' cuts rollouts at pseudo_horizon steps: set pseudo_horizon=N.")
         if critic_buffer_size < 1 or critic_batch_size < 1 or critic_gradient_steps < 0 or not 0.0 <= critic_tau <= 1.0:

@@ -180,6 +180,7 @@ def test_critic_is_saved_loaded_and_set(tmp_path: Path) -> None:
         (dict(action_values="crtic"), r"action_values must be one of 'rollout', 'critic', 'bootstrap', got 'crtic'"),
         (dict(action_values="bootstrap"), r"action_values='bootstrap' cuts rollouts at pseudo_horizon steps"),
         (dict(action_values="critic", critic_tau=2.0), r"critic_tau in \[0, 1\]"),
+        (dict(action_values="critic", n_rollout_workers=2), r"rollout workers would have nothing to do"),
     ],
 )
 def test_bad_critic_settings(kwargs: dict[str, Any], match: str) -> None:

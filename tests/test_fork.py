@@ -101,12 +101,16 @@ class RaisesAt(gym.Wrapper):
         return self.env.step(action)
 
 
-@pytest.mark.parametrize("env_kwargs", [{}, {"enable_wind": True}])
-def test_lunar_lander_trains_as_the_replay_path_with_no_replayed_step(env_kwargs: dict[str, Any]) -> None:
-    reference = ARSM("MlpPolicy", make_vec_env("LunarLander-v3", 2, seed=0, env_kwargs=env_kwargs), **SMALL, **LUNAR)
+@pytest.mark.parametrize(
+    ("env_kwargs", "mode"), [({}, "rollout"), ({"enable_wind": True}, "rollout"), ({}, "bootstrap")]
+)  # fmt: skip
+def test_lunar_lander_trains_as_the_replay_path_with_no_replayed_step(env_kwargs: dict[str, Any], mode: str) -> None:
+    """Also with action_values="bootstrap": the observations where forked rollouts are cut close them as replayed ones."""
+    lunar = dict(**LUNAR, action_values=mode)
+    reference = ARSM("MlpPolicy", make_vec_env("LunarLander-v3", 2, seed=0, env_kwargs=env_kwargs), **SMALL, **lunar)
     reference.learn(128)
     venv = make_vec_env("LunarLander-v3", 2, seed=0, env_kwargs=env_kwargs, vec_env_cls=ForkVecEnv)
-    forked = ARSM("MlpPolicy", venv, **SMALL, **LUNAR).learn(128)
+    forked = ARSM("MlpPolicy", venv, **SMALL, **lunar).learn(128)
     assert reference.num_restore_steps > 0 and forked.num_restore_steps == 0
     assert forked.num_pseudo_steps == reference.num_pseudo_steps - reference.num_restore_steps
     assert th.equal(parameters(reference), parameters(forked))

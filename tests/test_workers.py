@@ -77,6 +77,7 @@ def test_policy_rows_do_not_depend_on_the_other_blocks() -> None:
         ("CartPole-v1", {}),  # batched dynamics
         ("FrozenLake-v1", dict(ent_coef=0.01)),  # toy text, one env at a time
         ("LunarLander-v3", dict(max_pseudo_rollouts=48, pseudo_horizon=30, share_noise=True)),  # replayed snapshots
+        ("CartPole-v1", dict(action_values="bootstrap", pseudo_horizon=10)),  # cut rollouts' observations come back
     ],
 )
 def test_same_training_with_two_workers(env_id: str, kwargs: dict[str, Any]) -> None:
