@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -32,6 +33,7 @@ from arsm_rl.estimators import ESTIMATORS, Draws, Estimator
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
     BranchPoint,
+    RacePolicy,
     RolloutEngine,
     discounted_returns,
     enable_cloning,
@@ -46,6 +48,7 @@ from arsm_rl.rollouts import (
 )
 from arsm_rl.rollouts.workers import WorkerSettings
 from arsm_rl.updates import (
+    EarlyRollouts,
     RolloutValues,
     UpdateData,
     UpdatePlan,
@@ -464,7 +467,7 @@ class ARSM(BaseAlgorithm):
         self.policy.set_training_mode(False)
         n, n_envs = self.n_steps, env.num_envs
         obs_list: list[Any] = []
-        logits_list, noise_list, action_list, reward_list, done_list = [], [], [], [], []
+        logits_list, action_list, reward_list, done_list = [], [], [], []
         mask_list: list[np.ndarray] = []
         terminated_list: list[np.ndarray] = []
         final_obs: dict[int, Any] = {}
@@ -475,18 +478,34 @@ class ARSM(BaseAlgorithm):
         sampled = self.budget_sampling == "step" and strategy.rolls_out and engine is not None
         keep = keep_probability(self.max_pseudo_rollouts, self._asked_rollouts, n * n_envs) if sampled else None
         kept_list: list[np.ndarray] = []
+        # The update's noise is drawn up front, as the steps would draw it one after the other. Where each step's
+        # rollouts are known when it is taken, their noise streams are seeded now too (the draw they would make when
+        # they run: nothing is drawn in between) and idle rollout workers start them while the steps are taken.
+        noise = self._joint.noise(self._real_rng, n * n_envs)
+        noise = noise.reshape(n, n_envs, *noise.shape[1:])
+        uniforms = None if keep is None else self._pseudo_rng.random((n, n_envs))
+        by_step = engine is not None and strategy.selects_by_step and (self.max_pseudo_rollouts is None or sampled)
+        entropy = int(self._pseudo_rng.integers(2**63)) if by_step else None
+        early = None
+        if entropy is not None and engine is not None and engine.workers.settings.n_workers > 0 and not engine.normalized:
+            early = EarlyRollouts(engine, self._rollout_policy(entropy, noise), strategy, self._joint, self.pseudo_horizon,
+                                  n_envs)  # fmt: skip
         callback.on_rollout_start()
         for t in range(n):
             masks = self._action_masks(env)
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(self._last_obs, self.device)).float().cpu()  # type: ignore[arg-type]
             logits = self._joint.masked(logits, masks)
-            noise = self._joint.noise(self._real_rng, n_envs)
-            actions = self._joint.race(logits, noise)
-            draws = Draws(self._joint, logits.numpy(), noise, self._joint.encode(actions))
-            kept = None if keep is None else self._pseudo_rng.random(n_envs) < keep
+            actions = self._joint.race(logits, noise[t])
+            draws = Draws(self._joint, logits.numpy(), noise[t], self._joint.encode(actions))
+            kept = None if uniforms is None else uniforms[t] < keep
             kept_list += [] if kept is None else [kept]
-            branches += [None] * n_envs if engine is None else engine.step_branch_points(range(n_envs), strategy, draws, kept)
+            step: list[BranchPoint | None] = [None] * n_envs
+            if engine is not None:
+                step = engine.step_branch_points(range(n_envs), strategy, draws, kept)
+            branches += step
+            if early is not None:
+                early.add(draws, kept, step)
             new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
             cut = [bool(done and info.get("TimeLimit.truncated", False)) for done, info in zip(dones, infos, strict=True)]
             terminated_list.append(np.asarray(dones, dtype=bool) & ~np.array(cut))
@@ -500,7 +519,6 @@ class ARSM(BaseAlgorithm):
             self._update_info_buffer(infos, dones)
             obs_list.append(self._last_obs)
             logits_list.append(logits.numpy())
-            noise_list.append(noise)
             action_list.append(actions)
             reward_list.append(float32_rewards(rewards))
             done_list.append(np.asarray(dones, dtype=bool))
@@ -513,7 +531,7 @@ class ARSM(BaseAlgorithm):
         return UpdateData(
             obs=stack_obs(obs_list),
             logits=np.stack(logits_list),
-            noise=np.stack(noise_list),
+            noise=noise,
             actions=np.stack(action_list),
             rewards=np.stack(reward_list),
             dones=np.stack(done_list),
@@ -525,6 +543,8 @@ class ARSM(BaseAlgorithm):
             kept=None if keep is None else (np.stack(kept_list), keep),
             terminated=np.stack(terminated_list),
             final_obs=final_obs,
+            rollout_entropy=entropy,
+            early=None if early is None else early.result,
         )
 
     def _action_masks(self, env: VecEnv) -> np.ndarray | None:
@@ -693,15 +713,17 @@ class ARSM(BaseAlgorithm):
         first = self._joint.decode(np.array([code for _, code in requests], dtype=np.int64).reshape(-1))
         if not branches:
             return RolloutValues(np.zeros(0), {}, 0, 0)
-        entropy = int(self._pseudo_rng.integers(2**63))
-        act = race_policy(self.policy, self._joint, entropy, len(branches), collected.noise, np.array(steps), np.array(envs),
-                         self.share_noise)  # fmt: skip
+        entropy = collected.rollout_entropy
+        if entropy is None:
+            entropy = int(self._pseudo_rng.integers(2**63))
+        act = self._rollout_policy(entropy, collected.noise)(len(branches), np.array(steps), np.array(envs))
         if tails:
             tail_obs = select_rows(collected.tail_obs, list(tails))
             tail_masks = None if collected.tail_masks is None else collected.tail_masks[list(tails)]
             first = np.concatenate([first, act.first_actions(tail_obs, np.arange(len(requests), len(branches)), tail_masks)])
         horizons = [self.pseudo_horizon] * len(requests) + list(tails.values())
-        batch = self._engine.run(branches, self._joint.env_actions(first), act, horizons)
+        sent = [] if collected.early is None else collected.early.shares_for(requests)
+        batch = self._engine.run(branches, self._joint.env_actions(first), act, horizons, sent=sent)
         ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
         values = discounted_returns(batch.rewards.T, ends.T, self.gamma)[0]
         closings = np.zeros(len(branches))
@@ -714,6 +736,10 @@ class ARSM(BaseAlgorithm):
         tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
         return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1],
                              batch.worker_rollouts, {e: float(closings[r + i]) for i, e in enumerate(tails)})  # fmt: skip
+
+    def _rollout_policy(self, entropy: int, noise: np.ndarray) -> Callable[[int, np.ndarray, np.ndarray], RacePolicy]:
+        """:return: the policy of an update's first ``n`` rollouts from their branch steps and sub-envs (``race_policy``)"""
+        return lambda n, steps, envs: race_policy(self.policy, self._joint, entropy, n, noise, steps, envs, self.share_noise)
 
     def dump_logs(self, iteration: int = 0) -> None:
         """Write SB3's ``rollout/`` and ``time/`` keys, then dump everything recorded."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,16 +11,20 @@ import torch as th
 
 from arsm_rl.actions import JointActions, distinct_codes
 from arsm_rl.estimators import Draws, Estimator, Selection, StepBatch
-from arsm_rl.rollouts import BranchPoint
+from arsm_rl.rollouts import POLICY_BLOCK, ActFn, BranchPoint, RolloutEngine
+from arsm_rl.rollouts.workers import SentShare
 
 __all__ = [
+    "EarlyRollouts",
     "RolloutValues",
+    "SentRollouts",
     "UpdateData",
     "UpdatePlan",
     "UpdateReport",
     "budget_steps",
     "gradient_diagnostics",
     "keep_probability",
+    "other_actions",
     "plan_update",
     "step_gradients",
     "value_spread",
@@ -44,6 +49,8 @@ class UpdateData:
     kept: tuple[np.ndarray, float] | None = None  # budget_sampling="step": ((n, E) bool steps kept, their probability p)
     terminated: np.ndarray | None = None  # (n, E) bool, the episode ended by termination (not by a time limit's truncation)
     final_obs: dict[int, Any] = field(default_factory=dict)  # row -> terminal observation of a truncated episode
+    rollout_entropy: int | None = None  # seed of the rollouts' noise streams, drawn at collection (None: when they run)
+    early: SentRollouts | None = None  # rollouts sent to rollout workers while the steps were taken (EarlyRollouts)
 
 
 @dataclass
@@ -138,15 +145,120 @@ def plan_update(
     if selection is None:
         plan.used[:] = True
         return plan
-    rows, codes, _ = distinct_codes(selection.codes, joint.n_joint)
-    other = codes != true_codes[rows]  # the true action is valued by the real return
-    rows, codes = rows[other], codes[other]
+    rows, codes = other_actions(joint, selection, true_codes)
     plan.counts = np.bincount(rows, minlength=n_rows)
     informative, plan.weight = budget_steps(plan.counts, max_rollouts, collected.kept, rng)
     plan.used[informative] = True
     keep = plan.used[rows]
     plan.requests = list(zip(rows[keep].tolist(), codes[keep].tolist(), strict=True))
     return plan
+
+
+def other_actions(joint: JointActions, selection: Selection, true_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The rollouts steps ask for: each distinct selected action but the true one, which the real return values.
+
+    :param joint: the action coding
+    :param selection: the estimator's selection at ``B`` steps
+    :param true_codes: ``(B,)`` codes of the actions taken
+    :return: the rows (ascending) and action codes to roll out
+    """
+    rows, codes, _ = distinct_codes(selection.codes, joint.n_joint)
+    other = codes != true_codes[rows]
+    return rows[other], codes[other]
+
+
+@dataclass
+class SentRollouts:
+    """The rollouts :class:`EarlyRollouts` sent while an update's steps were taken: the requests of the steps it
+    selected (in :func:`plan_update`'s order) and the shares sent, which cover the first of them."""
+
+    requests: list[tuple[int, int]] = field(default_factory=list)
+    sent: list[SentShare] = field(default_factory=list)
+
+    def shares_for(self, requests: list[tuple[int, int]]) -> list[SentShare]:
+        """
+        :param requests: the update's requests, as :meth:`ARSM.run_rollouts` rolls them out
+        :return: the shares sent, if they are the first of ``requests`` (otherwise none: the update was planned
+            for another estimator, and everything runs again)
+        """
+        done = self.sent[-1].stop if self.sent else 0
+        return self.sent if requests[:done] == self.requests[:done] else []
+
+
+class EarlyRollouts:
+    """
+    An update's rollouts sent to idle rollout workers while its real steps are still being taken, in whole blocks of
+    :data:`~arsm_rl.rollouts.POLICY_BLOCK` consecutive requests, so that they run beside the collection instead of
+    after it. Only where each step's rollouts are known when it is taken: an estimator that selects by step
+    (:attr:`~arsm_rl.estimators.Estimator.selects_by_step`) without a budget or with one sampled per step, and the
+    rollouts' noise seeded before the steps (:attr:`UpdateData.rollout_entropy`). The requests are the ones
+    :func:`plan_update` makes, in its order, and each block is the one it has among all of them, so the update is
+    the same bit for bit (:meth:`SentRollouts.shares_for` checks the requests before they are used). It lives for one
+    collection; what it sent (:attr:`result`) goes with the update's data.
+
+    :param engine: the training env's rollout engine (it sends only to idle workers)
+    :param policy_for: the rollouts' policy for the first ``n`` requests, from their branch steps and sub-envs
+    :param strategy: the update's estimator (selecting by step)
+    :param joint: the action coding
+    :param horizon: the rollouts' ``pseudo_horizon``
+    :param n_envs: sub-envs of the training env
+    """
+
+    #: steps whose selection is computed at once (one estimator call per this many rows)
+    CHUNK = 16
+
+    def __init__(self, engine: RolloutEngine, policy_for: Callable[[int, np.ndarray, np.ndarray], ActFn],
+                 strategy: Estimator, joint: JointActions, horizon: int | None, n_envs: int) -> None:  # fmt: skip
+        if not strategy.selects_by_step:
+            raise ValueError(f"estimator {strategy.name!r} does not select by step: its rollouts are known after the update")
+        self.engine, self.policy_for, self.strategy, self.joint = engine, policy_for, strategy, joint
+        self.horizon, self.n_envs = horizon, n_envs
+        self.result = SentRollouts()
+        self._branches: list[BranchPoint | None] = []
+        self._pending: list[tuple[Draws, np.ndarray | None]] = []  # steps not yet selected, with the ones kept
+
+    def add(self, draws: Draws, kept: np.ndarray | None, branches: list[BranchPoint | None]) -> None:
+        """
+        One real step about to be taken in every sub-env: once :attr:`CHUNK` rows wait, select their actions, then
+        send every whole block of requests that an idle worker takes.
+
+        :param draws: the step's draws, one row per sub-env
+        :param kept: ``(n_envs,)`` bool, the sub-envs' steps a budget sampled per step keeps (``None``: all)
+        :param branches: the step's branch points
+        """
+        self._branches += branches
+        self._pending.append((draws, kept))
+        if len(self._pending) * self.n_envs < self.CHUNK:
+            return
+        first_row = len(self._branches) - len(self._pending) * self.n_envs
+        draws = Draws(self.joint, *(np.concatenate([getattr(d, name) for d, _ in self._pending])
+                                    for name in ("logits", "noise", "true_codes")))  # fmt: skip
+        selection = self.strategy.select(draws, np.random.default_rng(0))  # draws nothing (selects_by_step)
+        assert selection is not None
+        rows, codes = other_actions(self.joint, selection, draws.true_codes)
+        if self._pending[0][1] is not None:
+            keep = np.concatenate([kept for _, kept in self._pending if kept is not None])
+            rows, codes = rows[keep[rows]], codes[keep[rows]]
+        self.result.requests += zip((rows + first_row).tolist(), codes.tolist(), strict=True)
+        self._pending = []
+        self._send()
+
+    def _send(self) -> None:
+        requests, sent = self.result.requests, self.result.sent
+        start = sent[-1].stop if sent else 0
+        while len(requests) - start >= POLICY_BLOCK:
+            stop = start + POLICY_BLOCK
+            rows = np.array([row for row, _ in requests[:stop]], dtype=np.int64)
+            codes = np.array([code for _, code in requests[start:stop]], dtype=np.int64)
+            branches = [self._branches[row] for row in rows[start:]]
+            act = self.policy_for(stop, rows // self.n_envs, rows % self.n_envs)
+            first = self.joint.env_actions(self.joint.decode(codes))
+            share = self.engine.send(branches, first, act, [self.horizon] * POLICY_BLOCK, start)  # type: ignore[arg-type]
+            if share is None:  # no idle worker: the block waits for the update's end
+                return
+            sent.append(share)
+            start = stop
 
 
 def step_gradients(strategy: Estimator, joint: JointActions, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray,

@@ -538,3 +538,28 @@ def test_validation(call: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError) as info:
         call()
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS_BY_NAME))
+def test_selecting_by_step_draws_nothing_and_reads_each_step_alone(name: str) -> None:
+    """What lets a step's rollouts start while the update is still collected (``selects_by_step``): such an estimator
+    draws nothing from its generator, and selects the same actions for steps taken in chunks as for all at once.
+    The built-in ones that do not (ARS's reference, RLOO's fresh actions) say so."""
+    estimator = ESTIMATORS_BY_NAME[name]()
+    discrete = name == "all_action"  # Discrete only
+    actions = JointActions(np.array([5] if discrete else [3, 4]), discrete=discrete)
+    rng = np.random.default_rng(0)
+    n_rows = 12
+    logits = rng.normal(size=(n_rows, int(actions.nvec.sum()))).astype(np.float32)
+    noise = actions.noise(rng, n_rows)
+    true_codes = actions.encode(actions.race(th.as_tensor(logits), noise))
+    generator = np.random.default_rng(1)
+    state = generator.bit_generator.state
+    whole = estimator.select(Draws(actions, logits, noise, true_codes), generator)
+    if not estimator.selects_by_step:
+        assert name in ("ars", "rloo", "ar", "reinforce")
+        return
+    assert generator.bit_generator.state == state and whole is not None
+    chunks = [estimator.select(Draws(actions, logits[rows], noise[rows], true_codes[rows]), generator)
+              for rows in (slice(0, 5), slice(5, 12))]  # fmt: skip
+    assert np.array_equal(np.concatenate([chunk.codes for chunk in chunks if chunk is not None]), whole.codes)

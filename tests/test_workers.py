@@ -150,6 +150,59 @@ def test_same_training_with_workers_every_family(env_id: str) -> None:
     assert th.equal(results[0], results[1]) and th.equal(results[0], results[2])
 
 
+def one_update(model: ARSM, estimator: str | None = None) -> tuple[Any, ARSM]:
+    """One update through the public update API (optionally planned and trained with another estimator)."""
+    collected = model.collect_update()
+    if estimator is not None:
+        model.estimator = estimator
+    plan = model.plan_update(collected)
+    values = model.run_rollouts(collected, plan.requests).values
+    model.train(collected)
+    return collected, values
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("CartPole-v1", {}),  # no budget: every step's rollouts are known when it is taken
+        # a budget sampled per step, the real noise shared with rollouts that start before the steps it comes from
+        ("LunarLander-v3", dict(max_pseudo_rollouts=48, budget_sampling="step", pseudo_horizon=30, share_noise=True)),
+        ("CartPole-v1", dict(estimator="all_action", action_values="bootstrap", pseudo_horizon=10)),
+    ],
+)
+def test_rollouts_sent_while_the_update_is_collected(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Idle workers get whole blocks of rollouts while the real steps are still taken (EarlyRollouts); the update is
+    the same bit for bit, whether the shares sent ahead are used, or dropped because the update was planned for
+    another estimator, or left behind by a collection that a callback stopped."""
+    reference = ARSM("MlpPolicy", env_id, **SMALL, **kwargs)
+    shared = ARSM("MlpPolicy", env_id, n_rollout_workers=2, **SMALL, **kwargs)
+    shared.start_rollout_workers()
+    for model in (reference, shared):
+        model.learn(64, callback=StopAt(40))  # stopped mid-collection: shares sent ahead are never claimed
+    sent = []
+    for estimator in (None, None, "rloo" if "estimator" not in kwargs else None):
+        (collected, values), (early, shared_values) = one_update(reference, estimator), one_update(shared, estimator)
+        assert collected.early is None and early.early is not None
+        sent.append(len(early.early.sent))
+        assert np.array_equal(values, shared_values)
+    assert th.equal(parameters(reference), parameters(shared))
+    assert reference.num_pseudo_steps == shared.num_pseudo_steps > 0
+    assert max(sent) > 0  # blocks did go ahead
+    shared.close_rollout_workers()
+    assert worker_processes() == []
+
+
+class StopAt(BaseCallback):
+    """Stops training at a real step."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+
+    def _on_step(self) -> bool:
+        return self.num_timesteps < self.step
+
+
 class KillAWorker(BaseCallback):
     def __init__(self) -> None:
         super().__init__()

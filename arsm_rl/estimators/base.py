@@ -110,6 +110,9 @@ class Estimator(ABC):
     summary: ClassVar[str]
     #: values other actions on snapshots of the visited states (``False``: the real returns only)
     rolls_out: ClassVar[bool] = True
+    #: :meth:`select` draws nothing from its generator and selects each step's actions from that step's draws only, so
+    #: a step's rollouts are known when it is taken and may start while the update is still being collected
+    selects_by_step: ClassVar[bool] = False
     #: offered as an ``--algo`` of its own by ``train.py`` (the self-critic peers of ARSM)
     algo: ClassVar[bool] = False
 

@@ -45,6 +45,7 @@ class ARSMEstimator(Estimator):
 
     name = "arsm"
     summary = "the distinct swap pseudo actions of every reference, merged (the paper's estimator; default)"
+    selects_by_step = True
 
     def may_roll_out(self, draws: Draws) -> np.ndarray:
         return _some_swap_differs(draws)
@@ -136,6 +137,7 @@ class AllActionEstimator(Estimator):
     name = "all_action"
     summary = "every action rolled out at every step, the exact expectation over actions (Discrete only)"
     algo = True
+    selects_by_step = True
 
     def check(self, actions: JointActions) -> None:
         if not actions.discrete:

@@ -15,7 +15,7 @@ from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.race import RacePolicy
 from arsm_rl.rollouts.steppers import ForkStepper, ScratchPool, select_stepper
 from arsm_rl.rollouts.vec import VecCloner
-from arsm_rl.rollouts.workers import WorkerPool, WorkerSettings
+from arsm_rl.rollouts.workers import SentShare, WorkerPool, WorkerSettings
 
 __all__ = ["RolloutEngine"]
 
@@ -43,6 +43,8 @@ class RolloutEngine:
         self.stepper = select_stepper(self.pool.take(1)[0])
         #: the env has action masks (:mod:`~arsm_rl.cloning.masks`)
         self.masked = has_masks(venv)
+        #: rollouts depend on the training env's observation statistics (``VecNormalize``), which every real step moves
+        self.normalized = bool(self.pipeline.statistics())
         self.workers = WorkerPool(workers or WorkerSettings(), lambda: (self.pool.take(1)[0], self.pipeline, self.stepper))
 
     def branch_points(self, indices: Sequence[int]) -> list[BranchPoint]:
@@ -90,12 +92,16 @@ class RolloutEngine:
         act: ActFn,
         horizons: Sequence[int | None] | None = None,
         max_episode_steps: int = 100_000,
+        sent: Sequence[SentShare] = (),
     ) -> RolloutBatch:
         """
         Run one rollout per branch point in lockstep with :attr:`stepper`, in this process or shared out among the
         ready :attr:`workers` and this process (the same result either way); see :func:`run_lockstep`. With
         ``ForkVecEnv`` snapshots, a portable ``act`` (numpy logits), no observation transforms and no action masks,
         this process's share runs each rollout whole inside its fork (:func:`run_in_forks`; the same result).
+
+        :param sent: the shares of the first rollouts that :meth:`send` sent ahead, in order (run again if their
+            workers have stopped since)
         """
         horizon_list = list(horizons or [None] * len(branches))
         in_forks = self.stepper is ForkStepper and isinstance(act, RacePolicy) and act.portable
@@ -111,8 +117,25 @@ class RolloutEngine:
 
         if self.workers.settings.n_workers > 0 and len(branches) > 0:
             return self.workers.run(branches, first_actions, act, horizon_list, max_episode_steps, self.pipeline.statistics(),
-                                    local)  # fmt: skip
+                                    local, sent)  # fmt: skip
         return local(0, len(branches))
+
+    def send(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
+             id_offset: int, max_episode_steps: int = 100_000) -> SentShare | None:  # fmt: skip
+        """
+        Send rollouts ``id_offset:id_offset + len(branches)`` of an update to an idle worker now, while the update's
+        real steps are still being taken, so that they run beside the collection; :meth:`run` claims them with the
+        update's other rollouts (``sent``), with the same result as without. The parameters are :meth:`run`'s.
+
+        :return: the share sent, or ``None`` when no worker is idle, or when the rollouts depend on observation
+            statistics (``VecNormalize``) that change until the update's last real step
+        """
+        if self.workers.settings.n_workers == 0 or self.normalized:
+            return None
+        idle = self.workers.idle()
+        if not idle:
+            return None
+        return self.workers.send(idle[0], branches, first_actions, act, list(horizons), max_episode_steps, id_offset, [])
 
     def release(self) -> None:
         """The end of training: free the live fork snapshots (the workers stay up for the next ``learn``)."""

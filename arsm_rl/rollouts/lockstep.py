@@ -59,7 +59,7 @@ class RolloutBatch:
     :param rewards: (R, D) float64 rewards, zero after a rollout ended
     :param lengths: (R,) number of steps each rollout took (the first, pseudo, action included)
     :param restore_steps: env steps spent restoring snapshots (replay-based families)
-    :param worker_rollouts: how many of the rollouts (the first ones) ran on rollout workers
+    :param worker_rollouts: how many of the rollouts ran on rollout workers (the rest in the training process)
     :param cut_obs: (R,) the observation where each rollout stopped at its horizon with its episode still running, as the
         policy would see it (``None`` where the episode ended): where ``action_values="bootstrap"`` closes the value
     """

@@ -15,6 +15,8 @@ to running every rollout in the training process, however the rollouts are share
 from __future__ import annotations
 
 import ast
+import collections
+import contextlib
 import inspect
 import itertools
 import multiprocessing as mp
@@ -24,7 +26,7 @@ import sys
 import typing
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -40,8 +42,8 @@ from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutB
 from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.steppers import ScratchPool, Stepper
 
-__all__ = ["BACKENDS", "LocalRun", "RayWorkers", "RolloutWorkers", "SubprocWorkers", "WorkerPool", "WorkerSettings",
-           "exit_reason", "register_backend", "shares", "unguarded_main_line"]
+__all__ = ["BACKENDS", "LocalRun", "RayWorkers", "RolloutWorkers", "SentShare", "SubprocWorkers", "WorkerPool",
+           "WorkerSettings", "exit_reason", "register_backend", "shares", "unguarded_main_line"]
 
 
 def shares(n_rollouts: int, n_workers: int) -> list[tuple[int, int]]:
@@ -146,42 +148,26 @@ class RolloutWorkers(ABC):
         :raises RuntimeError: when a worker died while starting
         """
 
-    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
-            max_episode_steps: int, statistics: list[Any], local: LocalRun) -> RolloutBatch:  # fmt: skip
-        """
-        The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out (:func:`shares`) among the ready workers and
-        the trainer, which runs the last share (``local``) while the workers run theirs.
-
-        :param statistics: the training env's current observation statistics (:meth:`ObsPipeline.statistics`)
-        :param local: runs a share in the training process
-        :return: the rollouts' batch (:attr:`~arsm_rl.rollouts.RolloutBatch.worker_rollouts`: the workers' shares)
-        """
-        ready = self.ready()
-        *remote, (start, stop) = shares(len(branches), len(ready) + 1)
-        tasks = {
-            worker: (branches[a:b], first_actions[a:b], act, horizons[a:b], max_episode_steps, a, statistics)
-            for worker, (a, b) in zip(ready, remote, strict=True)
-            if b > a
-        }
-        self._send(tasks)
-        own = local(start, stop)
-        batches = self._receive(list(tasks))
-        return merge([*batches, own], worker_rollouts=start)
-
     @abstractmethod
-    def _send(self, tasks: dict[int, tuple[Any, ...]]) -> None:
+    def _send(self, worker: int, task: tuple[Any, ...]) -> None:
         """
-        :param tasks: worker index -> the arguments of :func:`~arsm_rl.rollouts.run_lockstep` after the pool,
-            pipeline and stepper, which the worker holds, and the observation statistics: ``(branches,
-            first_actions, act, horizons, max_episode_steps, id_offset, statistics)``
-        :raises RuntimeError: when a worker died
+        Queue a task on a worker (each worker runs its tasks in the order they were sent).
+
+        :param task: the arguments of :func:`~arsm_rl.rollouts.run_lockstep` after the pool, pipeline and stepper,
+            which the worker holds, and the observation statistics: ``(branches, first_actions, act, horizons,
+            max_episode_steps, id_offset, statistics)``
+        :raises RuntimeError: when the worker died
         """
 
     @abstractmethod
-    def _receive(self, workers: list[int]) -> list[RolloutBatch]:
+    def _poll(self, worker: int) -> bool:
+        """:return: whether the reply to the oldest task sent to ``worker`` and not yet received is in"""
+
+    @abstractmethod
+    def _receive(self, worker: int) -> RolloutBatch:
         """
-        :return: the batches of the tasks sent to ``workers``, in that order
-        :raises RuntimeError: when a worker died or failed
+        :return: the batch of the oldest task sent to ``worker`` and not yet received
+        :raises RuntimeError: when the worker died or its task failed
         """
 
     @abstractmethod
@@ -299,19 +285,21 @@ class SubprocWorkers(RolloutWorkers):
                 self.started[worker] = True
         return [worker for worker, started in enumerate(self.started) if started]
 
-    def _send(self, tasks: dict[int, tuple[Any, ...]]) -> None:
-        for worker, task in tasks.items():
-            try:
-                self.remotes[worker].send(("run", task))
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                self._died(worker)
+    def _send(self, worker: int, task: tuple[Any, ...]) -> None:
+        try:
+            self.remotes[worker].send(("run", task))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self._died(worker)
 
-    def _receive(self, workers: list[int]) -> list[RolloutBatch]:
-        replies = [self._recv(worker) for worker in workers]
-        errors = [message for status, message in replies if status == "error"]
-        if errors:
-            raise RuntimeError(f"a rollout worker failed: {errors[0]}")
-        return [batch for _, batch in replies]
+    def _poll(self, worker: int) -> bool:
+        return self.remotes[worker].poll()
+
+    def _receive(self, worker: int) -> RolloutBatch:
+        status, reply = self._recv(worker)
+        if status == "error":
+            raise RuntimeError(f"a rollout worker failed: {reply}")
+        batch: RolloutBatch = reply
+        return batch
 
     def close(self) -> None:
         for remote in self.remotes:
@@ -384,7 +372,7 @@ class RayWorkers(RolloutWorkers):
         self.n_workers = n_workers
         self.actors: list[Any] = [actor.remote(payload) for _ in range(n_workers)]
         self.starting = {worker: actor.ready.remote() for worker, actor in enumerate(self.actors)}
-        self.futures: dict[int, Any] = {}
+        self.futures: dict[int, collections.deque[Any]] = {}  # per worker, its tasks' results in order
 
     def _get(self, futures: list[Any]) -> list[Any]:
         try:
@@ -404,12 +392,16 @@ class RayWorkers(RolloutWorkers):
             self.starting = {worker: ref for worker, ref in self.starting.items() if ref not in done}
         return [worker for worker in range(len(self.actors)) if worker not in self.starting]
 
-    def _send(self, tasks: dict[int, tuple[Any, ...]]) -> None:
-        self.futures = {worker: self.actors[worker].run.remote(*task) for worker, task in tasks.items()}
+    def _send(self, worker: int, task: tuple[Any, ...]) -> None:
+        self.futures.setdefault(worker, collections.deque()).append(self.actors[worker].run.remote(*task))
 
-    def _receive(self, workers: list[int]) -> list[RolloutBatch]:
-        futures, self.futures = self.futures, {}
-        return self._get([futures[worker] for worker in workers])
+    def _poll(self, worker: int) -> bool:
+        done, _ = self.ray.wait([self.futures[worker][0]], timeout=0)
+        return bool(done)
+
+    def _receive(self, worker: int) -> RolloutBatch:
+        batch: RolloutBatch = self._get([self.futures[worker].popleft()])[0]
+        return batch
 
     def close(self) -> None:
         for actor in getattr(self, "actors", []):
@@ -446,10 +438,33 @@ class WorkerSettings:
             raise ImportError(missing)
 
 
+@dataclass(eq=False)
+class SentShare:
+    """
+    Rollouts ``start:stop`` of an update sent to a worker ahead of the update's other rollouts (:meth:`WorkerPool.send`),
+    claimed by :meth:`WorkerPool.run`.
+
+    :param worker: the worker running them
+    :param start: id of the first rollout (a multiple of :data:`POLICY_BLOCK`)
+    :param stop: one past the id of the last
+    :param backend: the workers it was sent to (a share of workers since stopped is lost, and run again)
+    :param batch: its rollouts, once received
+    """
+
+    worker: int
+    start: int
+    stop: int
+    backend: RolloutWorkers
+    batch: RolloutBatch | None = None
+
+
 class WorkerPool:
     """The one owner of a rollout engine's workers: started from the engine's parts by :meth:`start` (or the first
     :meth:`run`) without waiting for them, kept for the engine's life (across updates and ``learn`` calls), stopped
     by :meth:`close`, or when the pool is garbage-collected or the interpreter exits.
+
+    Each worker runs its shares in the order they were sent, and the pool receives their replies in that order
+    (:class:`SentShare`), so a share sent ahead (:meth:`send`) and never claimed does not stand in another's place.
 
     :param settings: the backend and the number of workers
     :param parts: gives, when the workers start, a scratch copy of a training sub-env (each worker builds its scratch
@@ -461,6 +476,7 @@ class WorkerPool:
         self._parts = parts
         self._workers: RolloutWorkers | None = None
         self._stop: weakref.finalize | None = None
+        self._queued: dict[int, collections.deque[SentShare]] = collections.defaultdict(collections.deque)
 
     @property
     def running(self) -> bool:
@@ -481,13 +497,75 @@ class WorkerPool:
             self._stop = weakref.finalize(self, self._workers.close)
         return self._workers.ready(wait)
 
-    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
-            max_episode_steps: int, statistics: list[Any], local: LocalRun) -> RolloutBatch:  # fmt: skip
-        """:meth:`RolloutWorkers.run` on the workers, started first if they are not running."""
-        self.start()
+    def idle(self) -> list[int]:
+        """:return: the ready workers with no share left to run (the replies already in are received; started if
+        they are not running, without waiting)"""
+        ready = self.start()
+        with self._closing_on_error():
+            assert self._workers is not None or not ready
+            for worker in ready:
+                queue = self._queued[worker]
+                while queue and self._workers is not None and self._workers._poll(worker):
+                    queue.popleft().batch = self._workers._receive(worker)
+        return [worker for worker in ready if not self._queued[worker]]
+
+    def send(self, worker: int, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn,
+             horizons: Sequence[int | None], max_episode_steps: int, id_offset: int,
+             statistics: list[Any]) -> SentShare:  # fmt: skip
+        """
+        Send rollouts ``id_offset:id_offset + len(branches)`` of an update to a ready worker now, ahead of the others
+        (:meth:`run` claims them). The parameters are :meth:`run`'s.
+        """
         assert self._workers is not None
+        share = SentShare(worker, id_offset, id_offset + len(branches), self._workers)
+        with self._closing_on_error():
+            self._workers._send(worker, (branches, first_actions, act, horizons, max_episode_steps, id_offset, statistics))
+        self._queued[worker].append(share)
+        return share
+
+    def run(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
+            max_episode_steps: int, statistics: list[Any], local: LocalRun,
+            sent: Sequence[SentShare] = ()) -> RolloutBatch:  # fmt: skip
+        """
+        The rollouts of :func:`~arsm_rl.rollouts.run_lockstep`, shared out (:func:`shares`) among the ready workers and
+        the trainer, which runs the last share (``local``) while the workers run theirs; the workers are started first
+        if they are not running.
+
+        :param statistics: the training env's current observation statistics (:meth:`ObsPipeline.statistics`)
+        :param local: runs a share in the training process
+        :param sent: shares of the first rollouts already sent (:meth:`send`), in order; the rest is shared out
+        :return: the rollouts' batch (:attr:`~arsm_rl.rollouts.RolloutBatch.worker_rollouts`: the workers' shares)
+        """
+        with self._closing_on_error():
+            claimed: list[SentShare] = []
+            for share in sent:  # the longest run of shares from rollout 0 that these workers ran
+                if share.backend is not self._workers or share.start != (claimed[-1].stop if claimed else 0):
+                    break
+                claimed.append(share)
+            done = claimed[-1].stop if claimed else 0
+            ready = self.start()  # a worker still busy with a share sent ahead runs its new one after it
+            ranges = [(done + a, done + b) for a, b in shares(len(branches) - done, len(ready) + 1)]
+            start, stop = max(ranges, key=lambda bounds: bounds[1] - bounds[0])  # the fullest share runs here
+            remote = [bounds for bounds in ranges if bounds != (start, stop) and bounds[1] > bounds[0]]
+            tasks = [self.send(worker, branches[a:b], first_actions[a:b], act, horizons[a:b], max_episode_steps, a, statistics)
+                     for worker, (a, b) in zip(ready, remote, strict=False)]  # fmt: skip
+            own = local(start, stop)  # while the workers run theirs
+            batches = sorted([(share.start, self._claim(share)) for share in [*claimed, *tasks]] + [(start, own)],
+                             key=lambda item: item[0])  # fmt: skip
+            return merge([batch for _, batch in batches], worker_rollouts=len(branches) - (stop - start))
+
+    def _claim(self, share: SentShare) -> RolloutBatch:
+        """:return: the batch of a share, received (with the replies its worker sent before it) if it is not yet"""
+        queue = self._queued[share.worker]
+        while share.batch is None:
+            assert self._workers is not None
+            queue.popleft().batch = self._workers._receive(share.worker)
+        return share.batch
+
+    @contextlib.contextmanager
+    def _closing_on_error(self) -> Iterator[None]:
         try:
-            return self._workers.run(branches, first_actions, act, horizons, max_episode_steps, statistics, local)
+            yield
         except BaseException:  # a worker died or failed, the trainer's share raised, Ctrl-C: replies may be in flight
             self.close()  # so start afresh at the next run
             raise
@@ -497,3 +575,4 @@ class WorkerPool:
         if self._stop is not None:
             self._stop()  # closes them, once
         self._workers, self._stop = None, None
+        self._queued.clear()
