@@ -12,9 +12,15 @@ the serial part a = T(1) - b / 2 is read from the 1-worker run (2 processes on t
 run oversubscribes them and is shown, not fitted), and includes what workers add (messages, waiting for the slowest
 share). Projected: T(N) = a + b / min(N + 1, B), speed-up T(0) / T(N), for N workers on N + 1 cores.
 
+Where each step's rollouts are known as it is taken (no budget, or ``budget_sampling="step"``), idle workers get
+whole blocks while the update is still being collected (:class:`arsm_rl.updates.EarlyRollouts`): those rollouts'
+seconds fall inside the collection, outside ``rollouts``. The LunarLander preset draws its budget once the update's
+steps are taken; a second LunarLander run draws it per step, which lets its rollouts start early.
+
 A last table times a short run (three LunarLander updates) from a new model with 0 and 2 workers, start-up included.
 
-    python benchmarks/scaling.py           # LunarLander-v3 (20k real steps) and Acrobot-v1 (5k): results/scaling.{md,png}
+    python benchmarks/scaling.py           # LunarLander-v3 (20k real steps; also with budget_sampling='step') and
+                                           # Acrobot-v1 (5k): results/scaling.{md,png}
     python benchmarks/scaling.py --quick   # a smoke run (768 real steps), into a fresh temporary folder
 """
 
@@ -36,8 +42,13 @@ from arsm_rl.rollouts import POLICY_BLOCK
 WORKERS = (0, 1, 2)
 PROJECTED = (8, 32, 128)
 PARTS = ("collect", "plan", "rollouts", "gradient")
-#: env -> real steps of the full run
-RUNS = {"LunarLander-v3": 20_000, "Acrobot-v1": 5_000}
+#: a run's title -> its env, real steps and settings beside the preset's. With its budget drawn per step, the
+#: LunarLander preset's rollouts are known as its steps are taken, and idle workers start them during the collection.
+RUNS: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "LunarLander-v3": ("LunarLander-v3", 20_000, {}),
+    "LunarLander-v3, budget_sampling='step'": ("LunarLander-v3", 20_000, {"budget_sampling": "step"}),
+    "Acrobot-v1": ("Acrobot-v1", 5_000, {}),
+}
 #: the short run: three updates of the LunarLander preset
 SHORT_ENV, SHORT_STEPS = "LunarLander-v3", 768
 
@@ -75,9 +86,9 @@ class UpdateSeconds(BaseCallback):
         return True
 
 
-def measure(env_id: str, steps: int, seed: int) -> dict[int, dict[str, float]]:
-    """Seconds per part for each number of workers over one ``learn(steps)``."""
-    models = {n: preset_model(env_id, env_id, seed, n_rollout_workers=n) for n in WORKERS}
+def measure(env_id: str, steps: int, seed: int, settings: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """Seconds per part for each number of workers over one ``learn(steps)`` of the preset with ``settings``."""
+    models = {n: preset_model(env_id, env_id, seed, n_rollout_workers=n, **settings) for n in WORKERS}
     watches = {n: UpdateSeconds() for n in WORKERS}
     walls = {}
     for n, model in models.items():
@@ -140,11 +151,11 @@ def projected(times: dict[int, dict[str, float]], workers: np.ndarray | int) -> 
     return np.asarray(times[0]["wall"] / np.maximum(a + b / np.minimum(np.asarray(workers) + 1, blocks), 1e-9))
 
 
-def table(env_id: str, steps: int, times: dict[int, dict[str, float]]) -> list[str]:
+def table(title: str, steps: int, times: dict[int, dict[str, float]]) -> list[str]:
     t0 = times[0]["wall"]
     a, b, blocks = split(times)
     lines = [
-        f"#### {env_id}: ARSM preset, {steps:,} real steps, {times[0]['pseudo']:,.0f} pseudo steps", "",
+        f"#### {title}: ARSM preset, {steps:,} real steps, {times[0]['pseudo']:,.0f} pseudo steps", "",
         "| workers | wall s | speed-up | collection s | plan s | rollouts s | gradient s | rollouts on workers |",
         "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -205,9 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     th.set_num_threads(1)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    runs = dict.fromkeys(RUNS, 768) if args.quick else RUNS
+    runs = {title: (env, 768 if args.quick else steps, settings) for title, (env, steps, settings) in RUNS.items()}
     repeats = 1 if args.quick else args.repeats
-    results = {env: median([measure(env, steps, args.seed) for _ in range(repeats)]) for env, steps in runs.items()}
+    results = {title: median([measure(env, steps, args.seed, settings) for _ in range(repeats)])
+               for title, (env, steps, settings) in runs.items()}
     lines = [
         f"`python benchmarks/scaling.py{' --quick' if args.quick else ''} --seed {args.seed} --repeats {repeats}`: medians "
         f"of {repeats} runs; in each, for each env, three models of its preset with 0, 1 and 2 `subproc` workers, one "
@@ -217,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         "beside them. This machine: 2 cores, so 1 worker and the trainer fill them and 2 workers oversubscribe them.",
         "",
     ]
-    for env, times in results.items():
-        lines += table(env, runs[env], times)
+    for title, times in results.items():
+        lines += table(title, runs[title][1], times)
     lines += short_runs(SHORT_ENV, 256 if args.quick else SHORT_STEPS, args.seed, repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scaling.md").write_text("\n".join(lines))

@@ -455,7 +455,7 @@ def test_scaling_quick(tmp_path: Path) -> None:
     workers, a projection for each env that agrees with its own split, and the short run with 0 and 2 workers."""
     folder, _ = run_quick("scaling.py", tmp_path=tmp_path, timeout=300)
     text = (folder / "scaling.md").read_text()
-    assert (folder / "scaling.png").stat().st_size > 0 and text.count("Projected speed-up over no workers") == 2
+    assert (folder / "scaling.png").stat().st_size > 0 and text.count("Projected speed-up over no workers") == 3
     *tables, short = text.split("#### ")[1:]
     short_rows = [line.split("|")[1:-1] for line in short.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert short.startswith("Short run") and [int(row[0]) for row in short_rows] == [0, 2]
