@@ -11,7 +11,7 @@ import torch as th
 
 from arsm_rl.actions import JointActions, distinct_codes
 from arsm_rl.estimators import Draws, Estimator, Selection, StepBatch
-from arsm_rl.rollouts import POLICY_BLOCK, ActFn, BranchPoint, RolloutEngine
+from arsm_rl.rollouts import POLICY_BLOCK, ActFn, BranchPoint, RolloutEngine, rows_independent
 from arsm_rl.rollouts.workers import SentShare
 
 __all__ = [
@@ -188,13 +188,15 @@ class SentRollouts:
 
 class EarlyRollouts:
     """
-    An update's rollouts sent to idle rollout workers while its real steps are still being taken, in whole blocks of
-    :data:`~arsm_rl.rollouts.POLICY_BLOCK` consecutive requests, so that they run beside the collection instead of
-    after it. Only where each step's rollouts are known when it is taken: an estimator that selects by step
+    An update's rollouts sent to idle rollout workers while its real steps are still being taken, :attr:`SHARE`
+    consecutive requests at a time (whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` for a policy whose rows
+    depend on their block), so that they run beside the collection instead of after it. Only where each step's
+    rollouts are known when it is taken: an estimator that selects by step
     (:attr:`~arsm_rl.estimators.Estimator.selects_by_step`) without a budget or with one sampled per step, and the
     rollouts' noise seeded before the steps (:attr:`UpdateData.rollout_entropy`). The requests are the ones
-    :func:`plan_update` makes, in its order, and each block is the one it has among all of them, so the update is
-    the same bit for bit (:meth:`SentRollouts.shares_for` checks the requests before they are used). It lives for one
+    :func:`plan_update` makes, in its order, and each rollout keeps its id and its place in its policy block, so the
+    update is the same bit for bit (:meth:`SentRollouts.shares_for` checks the requests before they are used). It
+    lives for one
     collection; what it sent (:attr:`result`) goes with the update's data.
 
     :param engine: the training env's rollout engine (it sends only to idle workers)
@@ -207,6 +209,9 @@ class EarlyRollouts:
 
     #: steps whose selection is computed at once (one estimator call per this many rows)
     CHUNK = 16
+    #: requests per share sent ahead, for a policy whose rows do not depend on the rest of their block
+    #: (:func:`~arsm_rl.rollouts.rows_independent`); whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` otherwise
+    SHARE = 4
 
     def __init__(self, engine: RolloutEngine, policy_for: Callable[[int, np.ndarray, np.ndarray], ActFn],
                  strategy: Estimator, joint: JointActions, horizon: int | None, n_envs: int) -> None:  # fmt: skip
@@ -247,14 +252,16 @@ class EarlyRollouts:
     def _send(self) -> None:
         requests, sent = self.result.requests, self.result.sent
         start = sent[-1].stop if sent else 0
-        while len(requests) - start >= POLICY_BLOCK:
-            stop = start + POLICY_BLOCK
-            rows = np.array([row for row, _ in requests[:stop]], dtype=np.int64)
+        while len(requests) - start >= self.SHARE and self.engine.idle_workers():
+            rows = np.array([row for row, _ in requests[: start + POLICY_BLOCK]], dtype=np.int64)
+            act = self.policy_for(len(rows), rows // self.n_envs, rows % self.n_envs)
+            stop = start + (self.SHARE if rows_independent(act) and not self.engine.masked else POLICY_BLOCK)
+            if len(requests) < stop:
+                return
             codes = np.array([code for _, code in requests[start:stop]], dtype=np.int64)
-            branches = [self._branches[row] for row in rows[start:]]
-            act = self.policy_for(stop, rows // self.n_envs, rows % self.n_envs)
+            branches = [self._branches[row] for row in rows[start:stop]]
             first = self.joint.env_actions(self.joint.decode(codes))
-            share = self.engine.send(branches, first, act, [self.horizon] * POLICY_BLOCK, start)  # type: ignore[arg-type]
+            share = self.engine.send(branches, first, act, [self.horizon] * (stop - start), start)  # type: ignore[arg-type]
             if share is None:  # no idle worker: the block waits for the update's end
                 return
             sent.append(share)

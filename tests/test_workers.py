@@ -71,6 +71,51 @@ def test_policy_rows_do_not_depend_on_the_other_blocks() -> None:
     assert len(pad_rows(np.zeros((17, 2)))) == 2 * POLICY_BLOCK
 
 
+def test_a_share_may_start_inside_a_block_with_numpy_logits() -> None:
+    """Rollouts run in pieces that start inside policy blocks (zero rows in the places of the rollouts before them)
+    give what they give run all together, with the policy's numpy form (rows independent of their block); a policy
+    whose rows depend on their block (torch's) is refused such a piece."""
+    from arsm_rl.actions import JointActions
+    from arsm_rl.rollouts import (
+        RacePolicy,
+        RolloutEngine,
+        TorchLogits,
+        enable_cloning,
+        race_policy,
+        rows_independent,
+        run_lockstep,
+    )
+    from arsm_rl.rollouts.workers import merge
+
+    venv = make_vec_env("LunarLander-v3", n_envs=2, seed=0)
+    enable_cloning(venv)
+    engine = RolloutEngine(venv)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    branches = []
+    for _ in range(20):
+        branches += engine.branch_points(range(2))
+        venv.step(rng.integers(4, size=2))
+    n = len(branches)
+    first, horizons = rng.integers(4, size=n), [25] * n
+    policy = ARSM("MlpPolicy", "LunarLander-v3", **SMALL).policy
+    joint = JointActions(np.array([4]), discrete=True)
+    args = (joint, 7, n, np.zeros((1, 2, 1, 4), np.float32), np.zeros(n, np.int64), np.zeros(n, np.int64), False)
+    act = race_policy(policy, *args)
+    assert rows_independent(act)
+    whole = engine.run(branches, first, act, horizons)
+    pieces = [run_lockstep(engine.pool, branches[a:b], first[a:b], engine.pipeline, act, horizons[a:b], engine.stepper,
+                           id_offset=a) for a, b in [(0, 5), (5, 21), (21, 23), (23, n)]]  # fmt: skip
+    joined = merge(pieces)
+    assert np.array_equal(whole.rewards, joined.rewards) and np.array_equal(whole.lengths, joined.lengths)
+    assert whole.lengths.max() == 25
+    torch_act = RacePolicy(TorchLogits(policy), *args)
+    with pytest.raises(ValueError, match="id_offset must be a multiple of 16 for this policy, got 5"):
+        run_lockstep(engine.pool, branches[5:], first[5:], engine.pipeline, torch_act, horizons[5:], id_offset=5)
+    engine.close()
+    venv.close()
+
+
 @pytest.mark.parametrize(
     ("env_id", "kwargs"),
     [

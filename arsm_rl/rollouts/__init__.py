@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         BranchPoint,
         RolloutBatch,
         block_rows,
+        rows_independent,
         run_in_forks,
         run_lockstep,
     )
@@ -67,6 +68,7 @@ _HOMES = {
     "BranchPoint": "arsm_rl.rollouts.lockstep",
     "RolloutBatch": "arsm_rl.rollouts.lockstep",
     "block_rows": "arsm_rl.rollouts.lockstep",
+    "rows_independent": "arsm_rl.rollouts.lockstep",
     "run_in_forks": "arsm_rl.rollouts.lockstep",
     "run_lockstep": "arsm_rl.rollouts.lockstep",
     "NumpyLogits": "arsm_rl.rollouts.mlp",
@@ -135,6 +137,7 @@ __all__ = [
     "pad_rows",
     "race_policy",
     "register_backend",
+    "rows_independent",
     "run_in_forks",
     "run_lockstep",
     "select_rows",

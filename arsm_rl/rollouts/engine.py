@@ -130,12 +130,15 @@ class RolloutEngine:
         :return: the share sent, or ``None`` when no worker is idle, or when the rollouts depend on observation
             statistics (``VecNormalize``) that change until the update's last real step
         """
-        if self.workers.settings.n_workers == 0 or self.normalized:
-            return None
-        idle = self.workers.idle()
+        idle = self.idle_workers()
         if not idle:
             return None
         return self.workers.send(idle[0], branches, first_actions, act, list(horizons), max_episode_steps, id_offset, [])
+
+    def idle_workers(self) -> list[int]:
+        """:return: the workers that :meth:`send` may send rollouts to now (none while the rollouts depend on observation
+        statistics that change until the update's last real step)"""
+        return [] if self.workers.settings.n_workers == 0 or self.normalized else self.workers.idle()
 
     def release(self) -> None:
         """The end of training: free the live fork snapshots (the workers stay up for the next ``learn``)."""

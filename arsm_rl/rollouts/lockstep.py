@@ -17,7 +17,8 @@ from arsm_rl.rollouts.race import RacePolicy, endless_rollout, env_action, roll_
 from arsm_rl.rollouts.returns import float32_rewards
 from arsm_rl.rollouts.steppers import EnvStepper, ScratchPool, Stepper
 
-__all__ = ["MAX_FORKS", "POLICY_BLOCK", "ActFn", "BranchPoint", "RolloutBatch", "block_rows", "run_in_forks", "run_lockstep"]
+__all__ = ["MAX_FORKS", "POLICY_BLOCK", "ActFn", "BranchPoint", "RolloutBatch", "block_rows", "rows_independent",
+           "run_in_forks", "run_lockstep"]
 
 #: ``act(obs_batch, rollout_ids, depth, masks) -> actions``: the policy used inside pseudo rollouts.
 #: ``obs_batch`` holds the observations of the rollouts ``rollout_ids`` (indices in the request list),
@@ -103,13 +104,16 @@ def run_lockstep(
     :param stepper: how the rollouts are stepped (a :class:`~arsm_rl.rollouts.steppers.Stepper` that supports the env)
     :param max_episode_steps: a rollout without horizon that runs this long is taken for an env with no time
         limit, and refused (rather than looping for ever)
-    :param id_offset: id of the first rollout (a multiple of :data:`POLICY_BLOCK`): ``act`` sees ids
-        ``id_offset + r``, so a share of an update's rollouts run elsewhere gets the ids and blocks it has in the whole
+    :param id_offset: id of the first rollout: ``act`` sees ids ``id_offset + r``, so a share of an update's rollouts run
+        elsewhere gets the ids and blocks it has in the whole. A multiple of :data:`POLICY_BLOCK`, unless ``act``'s
+        rows do not depend on the rest of their block (:func:`rows_independent`): then a first block that starts
+        before the share gets zero rows (and all-valid masks) in the places of the rollouts before it
     :return: the rollouts' rewards
     :raises RuntimeError: when a rollout without horizon exceeds ``max_episode_steps``
     """
-    if id_offset % POLICY_BLOCK:
-        raise ValueError(f"id_offset must be a multiple of {POLICY_BLOCK}, got {id_offset}")
+    shift = id_offset % POLICY_BLOCK  # places of the first block taken by rollouts before this share
+    if shift and not rows_independent(act):
+        raise ValueError(f"id_offset must be a multiple of {POLICY_BLOCK} for this policy, got {id_offset}")
     n = len(branches)
     if n == 0:
         return RolloutBatch(np.zeros((0, 0)), np.zeros(0, dtype=np.int64), 0)
@@ -140,10 +144,13 @@ def run_lockstep(
         if not live.any():
             break
         ids = np.flatnonzero(live)
-        rows = block_rows(ids, n)
+        rows = block_rows(ids + shift, n + shift) - shift  # negative: places of rollouts before this share
         actions = np.array(actions, copy=True)
         masks = steppers.masks()
-        chosen = act(select_rows(batch_obs, rows), rows + id_offset, depth, None if masks is None else masks[rows])
+        before = int(np.searchsorted(rows, 0))
+        obs = _after_rows(select_rows(batch_obs, rows[before:]), before, 0)
+        masks = None if masks is None else _after_rows(masks[rows[before:]], before, True)
+        chosen = act(obs, rows + id_offset, depth, masks)
         actions[ids] = chosen[np.searchsorted(rows, ids)]
     restore_steps = sum(snapshot.restore_steps for snapshot in snapshots)
     return RolloutBatch(np.stack(rewards, axis=1), lengths, restore_steps, cut_obs=cut_obs)
@@ -192,6 +199,22 @@ def run_in_forks(
     for r, (row, length, _) in enumerate(results):
         rewards[r, :length] = row
     return RolloutBatch(rewards, lengths, 0, cut_obs=[cut for _, _, cut in results])
+
+
+def rows_independent(act: ActFn) -> bool:
+    """Whether ``act``'s row for a rollout depends only on its own observation and place in its block, not on the
+    rest of the block (:attr:`~arsm_rl.rollouts.race.RacePolicy.portable`: numpy logits), so that an update's rollouts
+    can be shared out one by one instead of in whole blocks."""
+    return isinstance(act, RacePolicy) and act.portable
+
+
+def _after_rows(x: Any, count: int, fill: Any) -> Any:
+    """``x`` (an array, or a dict of arrays) with ``count`` rows of ``fill`` before its first row."""
+    if count == 0:
+        return x
+    if isinstance(x, dict):
+        return {key: _after_rows(value, count, fill) for key, value in x.items()}
+    return np.concatenate([np.full((count, *x.shape[1:]), fill, dtype=x.dtype), x])
 
 
 def block_rows(ids: np.ndarray, n: int) -> np.ndarray:

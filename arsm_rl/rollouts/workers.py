@@ -38,7 +38,7 @@ import torch as th
 from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper
 
 from arsm_rl.cloning import scratch_copy
-from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, run_lockstep
+from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, rows_independent, run_lockstep
 from arsm_rl.rollouts.obs import ObsPipeline
 from arsm_rl.rollouts.steppers import ScratchPool, Stepper
 
@@ -46,14 +46,16 @@ __all__ = ["BACKENDS", "LocalRun", "RayWorkers", "RolloutWorkers", "SentShare", 
            "WorkerSettings", "exit_reason", "register_backend", "shares", "unguarded_main_line"]
 
 
-def shares(n_rollouts: int, n_workers: int) -> list[tuple[int, int]]:
+def shares(n_rollouts: int, n_workers: int, grain: int = POLICY_BLOCK) -> list[tuple[int, int]]:
     """
-    Contiguous ranges of whole :data:`POLICY_BLOCK` blocks, one per worker (some may be empty).
+    Contiguous ranges of whole grains of rollouts, as even as they can be, one per worker (some may be empty).
 
-    :return: ``(start, stop)`` rollout indices per worker; every ``start`` is a multiple of the block
+    :param grain: rollouts that run together: :data:`POLICY_BLOCK`, or 1 for a policy whose rows do not depend on the
+        rest of their block (:func:`~arsm_rl.rollouts.lockstep.rows_independent`)
+    :return: ``(start, stop)`` rollout indices per worker; every ``start`` is a multiple of ``grain``
     """
-    n_blocks = -(-n_rollouts // POLICY_BLOCK)
-    bounds = [min(n_rollouts, (w * n_blocks // n_workers) * POLICY_BLOCK) for w in range(n_workers + 1)]
+    n_grains = -(-n_rollouts // grain)
+    bounds = [min(n_rollouts, (w * n_grains // n_workers) * grain) for w in range(n_workers + 1)]
     return list(itertools.pairwise(bounds))
 
 
@@ -445,7 +447,7 @@ class SentShare:
     claimed by :meth:`WorkerPool.run`.
 
     :param worker: the worker running them
-    :param start: id of the first rollout (a multiple of :data:`POLICY_BLOCK`)
+    :param start: id of the first rollout
     :param stop: one past the id of the last
     :param backend: the workers it was sent to (a share of workers since stopped is lost, and run again)
     :param batch: its rollouts, once received
@@ -544,7 +546,8 @@ class WorkerPool:
                 claimed.append(share)
             done = claimed[-1].stop if claimed else 0
             ready = self.start()  # a worker still busy with a share sent ahead runs its new one after it
-            ranges = [(done + a, done + b) for a, b in shares(len(branches) - done, len(ready) + 1)]
+            grain = 1 if rows_independent(act) else POLICY_BLOCK
+            ranges = [(done + a, done + b) for a, b in shares(len(branches) - done, len(ready) + 1, grain)]
             start, stop = max(ranges, key=lambda bounds: bounds[1] - bounds[0])  # the fullest share runs here
             remote = [bounds for bounds in ranges if bounds != (start, stop) and bounds[1] > bounds[0]]
             tasks = [self.send(worker, branches[a:b], first_actions[a:b], act, horizons[a:b], max_episode_steps, a, statistics)
