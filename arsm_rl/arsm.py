@@ -15,55 +15,47 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import obs_as_tensor, safe_mean, update_learning_rate
+from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
 from arsm_rl.actions import JointActions
-from arsm_rl.cloning import NotCloneableError, has_masks, register_optional_envs, vec_masks
+from arsm_rl.cloning import register_optional_envs, vec_masks
+from arsm_rl.collection import EarlyRollouts, StepRecord, draw_update
 from arsm_rl.critic import (
-    ACTION_VALUES,
     TransitionReplay,
     closing_values,
-    critic_step,
     critic_values,
     state_values,
+    train_critic,
     update_transitions,
 )
 from arsm_rl.estimators import ESTIMATORS, Draws, Estimator
 from arsm_rl.policies import ARSMPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy, action_dims, observation_space_problem
 from arsm_rl.rollouts import (
     BranchPoint,
+    Obs,
     RacePolicy,
     RolloutEngine,
-    discounted_returns,
-    enable_cloning,
-    flatten_steps,
-    float32_rewards,
     race_policy,
-    select_rows,
-    stack_obs,
-    tail_horizon,
     true_values,
-    verify_rollouts,
 )
 from arsm_rl.rollouts.workers import WorkerSettings
+from arsm_rl.settings import as_schedule, check_settings, prepare_env
 from arsm_rl.updates import (
-    EarlyRollouts,
     RolloutValues,
     UpdateData,
     UpdatePlan,
     UpdateReport,
-    gradient_diagnostics,
+    costly_warning,
     keep_probability,
     plan_update,
+    policy_gradient_step,
+    record_update,
     step_gradients,
-    value_spread,
 )
+from arsm_rl.valuation import tail_rollouts, value_rollouts
 
 __all__ = ["ARSM"]
-
-#: Simulator steps per real step above which the first update warns that the unbounded defaults are costly.
-COSTLY = 100
 
 SelfARSM = TypeVar("SelfARSM", bound="ARSM")
 
@@ -76,27 +68,23 @@ class ARSM(BaseAlgorithm):
     Backpropagation Through Categorical Variables", ICML 2019, https://arxiv.org/abs/1905.01413.
     Authors' code (TensorFlow 1, read for reference): https://github.com/ARM-gradient/ARSM
 
-    Actions are drawn by the exponential race a_t = argmin_i (ln varpi_{t,i} - phi_{t,i}) with
-    flat-Dirichlet noise varpi_t (identical in law to sampling softmax(phi_t)). At visited steps,
-    each distinct pseudo action a_t^{m<->j} (the race winner after swapping noise coordinates m
-    and j) is tried on an exact snapshot of that step's environment state and rolled out with the
-    current policy; the action values Q(s_t, .) fill the C x C matrix f of the ARSM estimator
-    g_{t,c} = sum_j (f^{c<->j} - mean_m f^{m<->j}) (1/C - varpi_{t,j}) (paper sec. 4, eq. for the
-    sequential ARSM policy gradient) and the loss is ``-(logits * g).sum()`` averaged over the
-    update's real steps. There is no critic and no learned baseline: the spread of the pseudo
-    actions' values is the learning signal. As in the authors' code, the per-step terms are not
-    weighted by gamma^t (the usual undiscounted-state-distribution surrogate).
+    Actions are drawn by the exponential race a_t = argmin_i (ln varpi_{t,i} - phi_{t,i}) with flat-Dirichlet noise
+    varpi_t (identical in law to sampling softmax(phi_t)). At visited steps, each distinct pseudo action a_t^{m<->j}
+    (the race winner after swapping noise coordinates m and j) is tried on an exact snapshot of that step's environment
+    state and rolled out with the current policy; the action values Q(s_t, .) fill the C x C matrix f of the ARSM
+    estimator g_{t,c} = sum_j (f^{c<->j} - mean_m f^{m<->j}) (1/C - varpi_{t,j}) (paper sec. 4, eq. for the sequential
+    ARSM policy gradient) and the loss is ``-(logits * g).sum()`` averaged over the update's real steps. There is no
+    critic and no learned baseline: the spread of the pseudo actions' values is the learning signal. As in the authors'
+    code, the per-step terms are not weighted by gamma^t (the usual undiscounted-state-distribution surrogate).
 
-    The true action's value Q(s_t, a_t) is the real trajectory's discounted return from t. When
-    that episode has not finished by the end of the update's data, its return is completed by one
-    Monte-Carlo "tail" rollout of the current policy from an exact snapshot of the sub-env's last
-    state: the real steps were taken with the same (not yet updated) policy, so the completed
-    return is an unbiased estimate of Q(s_t, a_t), just like the pseudo actions' values.
+    The true action's value Q(s_t, a_t) is the real trajectory's discounted return from t. When that episode has not
+    finished by the end of the update's data, its return is completed by one Monte-Carlo "tail" rollout of the current
+    policy from an exact snapshot of the sub-env's last state: the real steps were taken with the same (not yet updated)
+    policy, so the completed return is an unbiased estimate of Q(s_t, a_t), just like the pseudo actions' values.
 
-    Pseudo rollouts run on scratch copies of the environment (never through the training
-    ``VecEnv``), all rollouts of an update in lockstep with one batched policy call per step, and
-    draw their noise from their own random stream: the real trajectory is the same whether they
-    run or not, and ``num_timesteps`` counts real steps only.
+    Pseudo rollouts run on scratch copies of the environment (never through the training ``VecEnv``), all rollouts of an
+    update in lockstep with one batched policy call per step, and draw their noise from their own random stream: the
+    real trajectory is the same whether they run or not, and ``num_timesteps`` counts real steps only.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` or an :class:`ARSMPolicy` subclass
     :param env: env id, ``gym.Env`` or ``VecEnv`` (``DummyVecEnv``; ``SubprocVecEnv`` built with ``wrapper_class=
@@ -104,28 +92,25 @@ class ARSM(BaseAlgorithm):
     :param learning_rate: learning rate, a float or a schedule of the progress remaining (from 1 to 0)
     :param n_steps: real steps per sub-env per update
     :param gamma: discount factor of the action values
-    :param estimator: a name in :data:`~arsm_rl.estimators.ESTIMATORS`: ``"arsm"`` (default); ``"ars"``
-        (one random reference category per step); ``"ar"`` and ``"reinforce"`` (real returns only, no
-        rollouts); the matched-budget self-critic peers ``"rloo"`` (K = max(nvec) i.i.d. actions per
-        step, the real one and K-1 fresh draws, leave-one-out baseline; each distinct action other
-        than the real one is rolled out once) and ``"all_action"`` (every action rolled out, exact
-        expectation over actions; ``Discrete`` only); or any estimator registered with
+    :param estimator: a name in :data:`~arsm_rl.estimators.ESTIMATORS`: ``"arsm"`` (default); ``"ars"`` (one random
+        reference category per step); ``"ar"`` and ``"reinforce"`` (real returns only, no rollouts); the matched-budget
+        self-critic peers ``"rloo"`` (K = max(nvec) i.i.d. actions per step, the real one and K-1 fresh draws,
+        leave-one-out baseline; each distinct action other than the real one is rolled out once) and ``"all_action"``
+        (every action rolled out, exact expectation over actions; ``Discrete`` only); or any estimator registered with
         :func:`~arsm_rl.estimators.register_estimator`. It may be set later too (``model.estimator = "rloo"``).
-    :param max_pseudo_rollouts: budget of pseudo rollouts per update (tail rollouts not included);
-        ``None`` rolls out at every informative step. Over budget, m informative steps are drawn
-        uniformly at random, m = budget / (mean rollouts per informative step), and reweighted by
-        (informative steps / m), which keeps the estimate unbiased (with one rollout per step, as
-        for two actions, exactly ``max_pseudo_rollouts`` rollouts run).
+    :param max_pseudo_rollouts: budget of pseudo rollouts per update (tail rollouts not included); ``None`` rolls out at
+        every informative step. Over budget, m informative steps are drawn uniformly at random, m = budget / (mean
+        rollouts per informative step), and reweighted by (informative steps / m), which keeps the estimate unbiased
+        (with one rollout per step, as for two actions, exactly ``max_pseudo_rollouts`` rollouts run).
     :param budget_sampling: when the budget's steps are drawn. ``"update"``: the fixed-size subset above, once the
         update's steps are taken. ``"step"``: each step is kept with a probability p fixed before the update and
         reweighted by 1/p (unbiased), p = budget / (the rollouts the previous update's steps asked for), so about
         ``max_pseudo_rollouts`` rollouts run on average; the draw is made when the step's actions are, so a
         :class:`~arsm_rl.ForkVecEnv` snapshots only the kept steps (a fork each) instead of every informative one
-    :param pseudo_horizon: maximum steps of a pseudo rollout (pseudo action included); the true
-        action's value is cut at the same horizon. ``None`` rolls out to the end of the episode.
-    :param share_noise: common random numbers: the policy steps of a pseudo rollout branching at
-        step t reuse the real trajectory's noise varpi_{t+1}, varpi_{t+2}, ... (fresh noise past
-        the update's data)
+    :param pseudo_horizon: maximum steps of a pseudo rollout (pseudo action included); the true action's value is cut at
+        the same horizon. ``None`` rolls out to the end of the episode.
+    :param share_noise: common random numbers: the policy steps of a pseudo rollout branching at step t reuse the real
+        trajectory's noise varpi_{t+1}, varpi_{t+2}, ... (fresh noise past the update's data)
     :param action_values: how the actions an estimator selects are valued (``docs/arsm.md``, "Three ways to value an
         action"). ``"rollout"`` (default): rollouts with the current policy from exact clones, to the episode's end or
         ``pseudo_horizon``; the true action by its real return. ``"critic"`` (CARSM): a learned action-value critic
@@ -144,21 +129,21 @@ class ARSM(BaseAlgorithm):
     :param n_rollout_workers: 0 runs the rollouts in the training process; N >= 1 shares each update's rollouts out
         among N persistent worker processes and the trainer (started without waiting by the first update, kept for the
         model's life: :meth:`start_rollout_workers`, :meth:`close_rollout_workers`), with the same result bit for bit:
-        each rollout draws its own noise and gets its own policy rows. Read with
-        ``rollout_backend`` when the model is set up (construction, :meth:`load`) into the
-        :class:`~arsm_rl.rollouts.WorkerSettings` that each training env's engine, the workers' owner, gets
+        each rollout draws its own noise and gets its own policy rows. Idle workers start rollouts while the update is
+        still collected where each step's rollouts are known as it is taken (``"arsm"`` or ``"all_action"``, without a
+        budget or with ``budget_sampling="step"``: :class:`~arsm_rl.collection.EarlyRollouts`)
     :param rollout_backend: where the workers run, a name in :data:`~arsm_rl.rollouts.BACKENDS`: ``"subproc"`` (local
         processes) or ``"ray"`` (Ray actors: the cluster of an earlier ``ray.init(address=...)`` or of ``RAY_ADDRESS``,
         else a local Ray; ``pip install ray``)
-    :param verify_env: before training on an env (at construction, :meth:`set_env` and :meth:`load`), check on a
-        scratch copy that its snapshots restore exactly when they use anything but the built-in, tested methods,
-        and, without ``pseudo_horizon`` or a time limit, that an episode of random actions ends
-        (:func:`~arsm_rl.rollouts.verify_rollouts`, a fraction of a second); ``False`` skips the checks (you vouch
-        for the env)
+    :param verify_env: before training on an env (at construction, :meth:`set_env` and :meth:`load`), check on a scratch
+        copy that its snapshots restore exactly when they use anything but the built-in, tested methods, and, without
+        ``pseudo_horizon`` or a time limit, that an episode of random actions ends
+        (:func:`~arsm_rl.rollouts.verify_rollouts`, a fraction of a second); ``False`` skips the checks (you vouch for
+        the env)
     :param stats_window_size: episodes averaged in ``rollout/ep_rew_mean`` and ``rollout/ep_len_mean``
     :param tensorboard_log: TensorBoard log folder, ``None`` for none
-    :param policy_kwargs: keyword arguments of the policy (``net_arch``, ``activation_fn``,
-        ``optimizer_class``, ``optimizer_kwargs``, ``features_extractor_class``, ...)
+    :param policy_kwargs: keyword arguments of the policy (``net_arch``, ``activation_fn``, ``optimizer_class``,
+        ``optimizer_kwargs``, ``features_extractor_class``, ...)
     :param verbose: 0 silent, 1 training information, 2 debug
     :param seed: seed of every random stream (torch, numpy, the real and the pseudo noise)
     :param device: torch device; small MLPs are fastest on ``"cpu"``
@@ -219,27 +204,8 @@ class ARSM(BaseAlgorithm):
             seed=seed,
             supported_action_spaces=(spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}.")
-        if max_pseudo_rollouts is not None and max_pseudo_rollouts < 1:
-            raise ValueError(f"max_pseudo_rollouts must be None or >= 1, got {max_pseudo_rollouts}.")
-        if budget_sampling not in ("update", "step"):
-            raise ValueError(f"budget_sampling must be 'update' or 'step', got {budget_sampling!r}.")
-        if pseudo_horizon is not None and pseudo_horizon < 1:
-            raise ValueError(f"pseudo_horizon must be None or >= 1, got {pseudo_horizon}.")
-        if action_values not in ACTION_VALUES:
-            raise ValueError(f"action_values must be one of {', '.join(map(repr, ACTION_VALUES))}, got {action_values!r}.")
-        if action_values == "critic" and n_rollout_workers > 0:
-            raise ValueError(
-                "action_values='critic' runs no rollout, so rollout workers would have nothing to do: set n_rollout_workers=0."
-            )
-        if action_values == "bootstrap" and pseudo_horizon is None:
-            raise ValueError("action_values='bootstrap' cuts rollouts at pseudo_horizon steps: set pseudo_horizon=N.")
-        if critic_buffer_size < 1 or critic_batch_size < 1 or critic_gradient_steps < 0 or not 0.0 <= critic_tau <= 1.0:
-            raise ValueError(
-                "critic_buffer_size and critic_batch_size must be >= 1, critic_gradient_steps >= 0 and critic_tau in "
-                f"[0, 1], got {critic_buffer_size}, {critic_batch_size}, {critic_gradient_steps} and {critic_tau}."
-            )
+        check_settings(n_steps, max_pseudo_rollouts, budget_sampling, pseudo_horizon, action_values, n_rollout_workers,
+                       critic_buffer_size, critic_batch_size, critic_gradient_steps, critic_tau)  # fmt: skip
         self.n_rollout_workers = n_rollout_workers
         self.rollout_backend = rollout_backend
         self.n_steps = n_steps
@@ -289,7 +255,7 @@ class ARSM(BaseAlgorithm):
         self._prepare_env(self.env)
         critic: dict[str, Any] = {}
         if self.action_values != "rollout":
-            critic["critic_lr_schedule"] = _as_schedule(self.critic_learning_rate)
+            critic["critic_lr_schedule"] = as_schedule(self.critic_learning_rate)
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs, **critic
         )
@@ -302,26 +268,8 @@ class ARSM(BaseAlgorithm):
         self._prepare_env(self.env)
 
     def _prepare_env(self, env: VecEnv | None) -> None:
-        """Make the training env's sub-envs cloneable and check them (``verify_env``), unless the critic values actions."""
-        if env is None:
-            return
-        self._masked = has_masks(env)
-        if self.action_values == "critic":
-            return
-        if self.action_values == "bootstrap" and self._masked:
-            raise ValueError(
-                "action_values='bootstrap' does not read action masks at the states where rollouts are cut: train an env "
-                "with action masks with action_values='rollout' or 'critic'."
-            )
-        try:
-            enable_cloning(env)
-            if self.verify_env:
-                verify_rollouts(env, horizon=self.pseudo_horizon, seed=0 if self.seed is None else self.seed)
-        except (NotCloneableError, TypeError) as error:
-            raise type(error)(
-                f"{error} (Or train with ARSM(action_values='critic'): a learned critic values the actions and no env "
-                "is cloned.)"
-            ) from None
+        if env is not None:
+            self._masked = prepare_env(env, self.action_values, self.verify_env, self.pseudo_horizon, self.seed)
 
     @property
     def estimator(self) -> str:
@@ -465,51 +413,33 @@ class ARSM(BaseAlgorithm):
         if engine is not None:
             engine.workers.start()  # without waiting: they get rollouts once ready
         self.policy.set_training_mode(False)
-        n, n_envs = self.n_steps, env.num_envs
-        obs_list: list[Any] = []
-        logits_list, action_list, reward_list, done_list = [], [], [], []
-        mask_list: list[np.ndarray] = []
-        terminated_list: list[np.ndarray] = []
-        final_obs: dict[int, Any] = {}
-        branches: list[BranchPoint | None] = []
+        n, n_envs, strategy = self.n_steps, env.num_envs, self.strategy
         # Snapshots are cheap (about one env step, see docs/cloning.md); taking one at every step lets the update
         # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
-        strategy = self.strategy
         sampled = self.budget_sampling == "step" and strategy.rolls_out and engine is not None
         keep = keep_probability(self.max_pseudo_rollouts, self._asked_rollouts, n * n_envs) if sampled else None
-        kept_list: list[np.ndarray] = []
-        # The update's noise is drawn up front, as the steps would draw it one after the other. Where each step's
-        # rollouts are known when it is taken, their noise streams are seeded now too (the draw they would make when
-        # they run: nothing is drawn in between) and idle rollout workers start them while the steps are taken.
-        noise = self._joint.noise(self._real_rng, n * n_envs)
-        noise = noise.reshape(n, n_envs, *noise.shape[1:])
-        uniforms = None if keep is None else self._pseudo_rng.random((n, n_envs))
         by_step = engine is not None and strategy.selects_by_step and (self.max_pseudo_rollouts is None or sampled)
-        entropy = int(self._pseudo_rng.integers(2**63)) if by_step else None
+        up_front = draw_update(self._joint, self._real_rng, self._pseudo_rng, n, n_envs, keep, by_step)
         early = None
-        if entropy is not None and engine is not None and engine.workers.settings.n_workers > 0 and not engine.normalized:
-            early = EarlyRollouts(engine, self._rollout_policy(entropy, noise), strategy, self._joint, self.pseudo_horizon,
-                                  n_envs)  # fmt: skip
+        if up_front.entropy is not None and engine is not None and engine.workers.settings.n_workers > 0:
+            policy_for = self._rollout_policy(up_front.entropy, up_front.noise)
+            early = EarlyRollouts(engine, policy_for, strategy, self._joint, self.pseudo_horizon, n_envs)
+        record = StepRecord()
         callback.on_rollout_start()
         for t in range(n):
             masks = self._action_masks(env)
             with th.no_grad():
                 logits = self.policy(obs_as_tensor(self._last_obs, self.device)).float().cpu()  # type: ignore[arg-type]
             logits = self._joint.masked(logits, masks)
-            actions = self._joint.race(logits, noise[t])
-            draws = Draws(self._joint, logits.numpy(), noise[t], self._joint.encode(actions))
-            kept = None if uniforms is None else uniforms[t] < keep
-            kept_list += [] if kept is None else [kept]
-            step: list[BranchPoint | None] = [None] * n_envs
+            actions = self._joint.race(logits, up_front.noise[t])
+            draws = Draws(self._joint, logits.numpy(), up_front.noise[t], self._joint.encode(actions))
+            kept = None if up_front.kept is None else up_front.kept[t]
+            branches: list[BranchPoint | None] = [None] * n_envs
             if engine is not None:
-                step = engine.step_branch_points(range(n_envs), strategy, draws, kept)
-            branches += step
+                branches = engine.step_branch_points(range(n_envs), strategy, draws, kept)
             if early is not None:
-                early.add(draws, kept, step)
+                early.add(draws, kept, branches)
             new_obs, rewards, dones, infos = env.step(self._joint.env_actions(actions))
-            cut = [bool(done and info.get("TimeLimit.truncated", False)) for done, info in zip(dones, infos, strict=True)]
-            terminated_list.append(np.asarray(dones, dtype=bool) & ~np.array(cut))
-            final_obs.update({t * n_envs + e: infos[e]["terminal_observation"] for e in range(n_envs) if cut[e]})
             if self._vec_normalize_env is not None:
                 rewards = self._vec_normalize_env.get_original_reward()
             self.num_timesteps += n_envs
@@ -517,35 +447,14 @@ class ARSM(BaseAlgorithm):
             if not callback.on_step():
                 return None
             self._update_info_buffer(infos, dones)
-            obs_list.append(self._last_obs)
-            logits_list.append(logits.numpy())
-            action_list.append(actions)
-            reward_list.append(float32_rewards(rewards))
-            done_list.append(np.asarray(dones, dtype=bool))
-            mask_list += [] if masks is None else [masks]
+            record.add(self._last_obs, logits.numpy(), actions, rewards, dones, infos, masks, branches)
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
-        ongoing = [e for e in range(n_envs) if not done_list[-1][e]]
+        ongoing = [e for e in range(n_envs) if not record.dones[-1][e]]
         tail_branches = {} if engine is None else dict(zip(ongoing, engine.branch_points(ongoing), strict=True))
         callback.on_rollout_end()
-        return UpdateData(
-            obs=stack_obs(obs_list),
-            logits=np.stack(logits_list),
-            noise=noise,
-            actions=np.stack(action_list),
-            rewards=np.stack(reward_list),
-            dones=np.stack(done_list),
-            branches=branches,
-            tail_branches=tail_branches,
-            tail_obs=self._last_obs,
-            masks=np.stack(mask_list) if mask_list else None,
-            tail_masks=self._action_masks(env),
-            kept=None if keep is None else (np.stack(kept_list), keep),
-            terminated=np.stack(terminated_list),
-            final_obs=final_obs,
-            rollout_entropy=entropy,
-            early=None if early is None else early.result,
-        )
+        return record.update_data(up_front, tail_branches, self._last_obs, self._action_masks(env),
+                                  None if early is None else early.result)  # fmt: skip
 
     def _action_masks(self, env: VecEnv) -> np.ndarray | None:
         """The training sub-envs' current action masks, ``(n_envs, sum(nvec))`` bool, checked; ``None`` without masks."""
@@ -579,10 +488,7 @@ class ARSM(BaseAlgorithm):
         else:
             # The true action's value is needed at every used step; an episode still running at the end of the data
             # gets one tail rollout to complete its return.
-            used = plan.used.reshape(n, n_envs)
-            horizon_of = {e: tail_horizon(used[:, e], collected.dones[:, e], self.pseudo_horizon)
-                          for e in collected.tail_branches}  # fmt: skip
-            tails = {e: horizon for e, horizon in horizon_of.items() if horizon != 0}
+            tails = tail_rollouts(collected, plan, self.pseudo_horizon)
             rollouts = self.run_rollouts(collected, plan.requests, tails)
             closings = None
             if self.action_values == "bootstrap":
@@ -591,33 +497,22 @@ class ARSM(BaseAlgorithm):
                                  closings, rollouts.tail_closings).reshape(-1)  # fmt: skip
             values = rollouts.values
         rolled_out = time.perf_counter()
-        if self._n_updates == 0:
-            self._warn_if_costly(rollouts, n * n_envs)
+        costly = costly_warning(rollouts.env_steps / (n * n_envs), self.max_pseudo_rollouts, self.pseudo_horizon)
+        if self._n_updates == 0 and costly is not None:
+            warnings.warn(costly, stacklevel=2)
 
         grads = step_gradients(self.strategy, self._joint, plan, collected, q_true, values)
-        self.policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
-        obs = obs_as_tensor(flatten_steps(collected.obs, n * n_envs), self.device)
-        logits = self.policy(obs)
-        masks = None if collected.masks is None else collected.masks.reshape(n * n_envs, -1)
-        distribution = self.policy.action_dist.proba_distribution(action_logits=self._joint.masked(logits, masks))
-        rows = th.as_tensor(np.flatnonzero(plan.used), device=self.device)
-        weighted = th.as_tensor(plan.weight * grads, dtype=logits.dtype, device=self.device)
-        pg_loss = -(logits[rows] * weighted).sum() / (n * n_envs)
-        entropy = distribution.entropy()
-        assert entropy is not None
-        entropy_loss = -th.mean(entropy)
-        loss = pg_loss + self.ent_coef * entropy_loss
-        self.policy.optimizer.zero_grad()
-        loss.backward()
-        actor = self.policy.actor_parameters()
-        grad = th.cat([p.grad.reshape(-1) for p in actor if p.grad is not None]).detach()
-        grad_norm, grad_log_variance, self._grad_ema = gradient_diagnostics(grad, self._grad_ema)
-        if self.max_grad_norm is not None:
-            th.nn.utils.clip_grad_norm_(actor, self.max_grad_norm)
-        self.policy.optimizer.step()
+        step = policy_gradient_step(self.policy, self._joint, collected, plan, grads, self.ent_coef, self.max_grad_norm,
+                                    self._grad_ema)  # fmt: skip
+        self._grad_ema = step.ema
         if self.policy.critic is not None:  # after valuing this update's actions: their values never saw its transitions
             self._replay.add(*update_transitions(collected))
-            self._train_critic()
+            rate = as_schedule(self.critic_learning_rate)(self._current_progress_remaining)
+            steps = train_critic(self.policy, self._joint, self._replay, self._critic_rng, rate, self.critic_batch_size,
+                                 self.gamma, self.critic_tau, self.critic_gradient_steps)  # fmt: skip
+            if steps:
+                self.logger.record("train/critic_loss", float(np.mean([loss for loss, _ in steps])))
+                self.logger.record("train/critic_td_error", float(np.mean([error for _, error in steps])))
         self._n_updates += 1
         self.num_pseudo_steps += rollouts.env_steps
         self.num_restore_steps += rollouts.restore_steps
@@ -625,51 +520,16 @@ class ARSM(BaseAlgorithm):
         self.last_update = UpdateReport(plan, rollouts, seconds)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/policy_gradient_loss", pg_loss.item())
-        self.logger.record("train/entropy_loss", entropy_loss.item())
-        self.logger.record("train/grad_norm", grad_norm)
-        self.logger.record("train/grad_log_variance", grad_log_variance)
-        self.logger.record("train/no_signal_share", float((grads == 0).all(axis=1).mean()) if len(grads) else 1.0)
-        self.logger.record("train/value_spread", value_spread(plan, q_true, values))
-        self.logger.record("rollout/pseudo_actions_per_step", float(plan.counts.mean()))
-        self.logger.record("rollout/pseudo_step_share", float((plan.counts > 0).mean()))
-        self.logger.record("rollout/pseudo_rollouts", len(plan.requests))
-        self.logger.record("rollout/tail_rollouts", len(tails))
-        rolled = len(plan.requests) + len(tails)
-        self.logger.record("rollout/worker_share", rollouts.worker_rollouts / rolled if rolled else 0.0)
-        self.logger.record("rollout/pseudo_steps", rollouts.env_steps)
-        self.logger.record("rollout/restore_steps", rollouts.restore_steps)
+        self.logger.record("train/policy_gradient_loss", step.pg_loss)
+        self.logger.record("train/entropy_loss", step.entropy_loss)
+        self.logger.record("train/grad_norm", step.grad_norm)
+        self.logger.record("train/grad_log_variance", step.grad_log_variance)
+        record_update(self.logger, plan, rollouts, len(tails), grads, q_true, values)
         self.logger.record("time/total_pseudo_steps", self.num_pseudo_steps)
         self.logger.record("time/total_restore_steps", self.num_restore_steps)
         self.logger.record("time/total_env_steps", self.num_timesteps + self.num_pseudo_steps)
         rollout_seconds = max(rolled_out - start, sys.float_info.epsilon)
         self.logger.record("time/pseudo_fps", int(rollouts.env_steps / rollout_seconds))
-
-    def _train_critic(self) -> None:
-        """``critic_gradient_steps`` expected-SARSA steps of the critic on its replay (:func:`~arsm_rl.critic.critic_step`)."""
-        assert self.policy.critic_optimizer is not None
-        learning_rate = _as_schedule(self.critic_learning_rate)(self._current_progress_remaining)
-        update_learning_rate(self.policy.critic_optimizer, learning_rate)
-        self.policy.set_training_mode(False)  # the targets' policy forward passes must not update the actor's statistics
-        steps = [critic_step(self.policy, self._joint, self._replay, self._critic_rng, self.critic_batch_size, self.gamma,
-                             self.critic_tau) for _ in range(self.critic_gradient_steps)]  # fmt: skip
-        if steps:
-            self.logger.record("train/critic_loss", float(np.mean([loss for loss, _ in steps])))
-            self.logger.record("train/critic_td_error", float(np.mean([error for _, error in steps])))
-
-    def _warn_if_costly(self, rollouts: RolloutValues, real_steps: int) -> None:
-        """Say once, after the first update, when the unbounded defaults cost over :data:`COSTLY` simulator steps per
-        real step (long episodes, many actions: Taxi, Acrobot), and name the two knobs that bound it."""
-        per_step = rollouts.env_steps / real_steps
-        if self.max_pseudo_rollouts is not None or self.pseudo_horizon is not None or per_step <= COSTLY:
-            return
-        warnings.warn(
-            f"ARSM's first update spent {per_step:.0f} simulator steps per real step: with max_pseudo_rollouts=None and "
-            "pseudo_horizon=None every informative step is rolled out to the episode's end. Bound it with "
-            "max_pseudo_rollouts (rollouts per update, e.g. 64) or pseudo_horizon (steps per rollout, e.g. 50), as the "
-            "presets in agents/arsm.yml do (python train.py --algo arsm --list).",
-            stacklevel=3,
-        )
 
     def plan_update(self, collected: UpdateData) -> UpdatePlan:
         """
@@ -694,7 +554,8 @@ class ARSM(BaseAlgorithm):
         Run pseudo and tail rollouts of an update in one lockstep batch with the current policy, as :meth:`train`
         does: in this process or shared out among the ready ``n_rollout_workers`` workers and this process (workers
         are started here if they are not running, and stay up: :meth:`start_rollout_workers`), with the same result.
-        One draw from the pseudo-rollout random stream seeds the rollouts' own noise streams.
+        One draw from the pseudo-rollout random stream seeds the rollouts' own noise streams (made at collection where
+        each step's rollouts are known as it is taken: :class:`~arsm_rl.collection.EarlyRollouts`).
 
         :param collected: from :meth:`collect_update`
         :param requests: ``(row, action code)`` pairs to roll out, e.g. ``plan_update(collected).requests``
@@ -704,38 +565,18 @@ class ARSM(BaseAlgorithm):
         """
         assert self._engine is not None
         self.policy.set_training_mode(False)  # the policy that took the real steps (Dropout off, BatchNorm frozen)
-        tails = tails or {}
-        n_envs = collected.rewards.shape[1]
-        branches = [_branch(collected.branches[row], self.estimator) for row, _ in requests]
-        branches += [collected.tail_branches[e] for e in tails]
-        steps = [row // n_envs for row, _ in requests] + [-1] * len(tails)  # tails never share the real noise
-        envs = [row % n_envs for row, _ in requests] + list(tails)
-        first = self._joint.decode(np.array([code for _, code in requests], dtype=np.int64).reshape(-1))
-        if not branches:
+        if not requests and not tails:
             return RolloutValues(np.zeros(0), {}, 0, 0)
         entropy = collected.rollout_entropy
         if entropy is None:
             entropy = int(self._pseudo_rng.integers(2**63))
-        act = self._rollout_policy(entropy, collected.noise)(len(branches), np.array(steps), np.array(envs))
-        if tails:
-            tail_obs = select_rows(collected.tail_obs, list(tails))
-            tail_masks = None if collected.tail_masks is None else collected.tail_masks[list(tails)]
-            first = np.concatenate([first, act.first_actions(tail_obs, np.arange(len(requests), len(branches)), tail_masks)])
-        horizons = [self.pseudo_horizon] * len(requests) + list(tails.values())
-        sent = [] if collected.early is None else collected.early.shares_for(requests)
-        batch = self._engine.run(branches, self._joint.env_actions(first), act, horizons, sent=sent)
-        ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
-        values = discounted_returns(batch.rewards.T, ends.T, self.gamma)[0]
-        closings = np.zeros(len(branches))
-        cut = [i for i, obs in enumerate(batch.cut_obs) if obs is not None]
-        if self.action_values == "bootstrap" and cut:  # closed with the critic's value of the state reached
-            reached = stack_obs([batch.cut_obs[i] for i in cut])
-            closings[cut] = state_values(self.policy, self._joint, reached, None, self._critic_rng).double().cpu().numpy()
-            values = values + self.gamma ** batch.lengths * closings
-        r = len(requests)
-        tail_rewards = {e: batch.rewards[r + i, : batch.lengths[r + i]] for i, e in enumerate(tails)}
-        return RolloutValues(values[:r], tail_rewards, batch.env_steps, batch.restore_steps, batch.rewards.shape[1],
-                             batch.worker_rollouts, {e: float(closings[r + i]) for i, e in enumerate(tails)})  # fmt: skip
+
+        def close(obs: Obs) -> np.ndarray:  # the critic's V where horizons cut rollouts ("bootstrap")
+            return state_values(self.policy, self._joint, obs, None, self._critic_rng).double().cpu().numpy()
+
+        closing = close if self.action_values == "bootstrap" else None
+        return value_rollouts(self._engine, self._rollout_policy(entropy, collected.noise), self._joint, collected, requests,
+                              tails or {}, self.pseudo_horizon, self.gamma, closing, self.estimator)  # fmt: skip
 
     def _rollout_policy(self, entropy: int, noise: np.ndarray) -> Callable[[int, np.ndarray, np.ndarray], RacePolicy]:
         """:return: the policy of an update's first ``n`` rollouts from their branch steps and sub-envs (``race_policy``)"""
@@ -757,19 +598,3 @@ class ARSM(BaseAlgorithm):
         if len(self.ep_success_buffer) > 0:
             self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))
         self.logger.dump(step=self.num_timesteps)
-
-
-def _branch(branch: BranchPoint | None, estimator: str) -> BranchPoint:
-    if branch is None:
-        raise ValueError(
-            f"no branch point at this step: the update was collected for estimator {estimator!r}, which rolls out nothing"
-        )
-    return branch
-
-
-def _as_schedule(value: float | Schedule) -> Schedule:
-    """A learning rate as a schedule of the progress remaining (a constant one for a float)."""
-    if callable(value):
-        return value
-    rate = float(value)
-    return lambda _: rate

@@ -9,8 +9,9 @@ ARSM's swap pseudo actions with a learned Q(s, a) instead of rollouts from clone
 - :class:`TransitionReplay`: the most recent real transitions (s, a, r, s', terminated), a ring buffer;
 - :func:`state_values`: V(s) = sum_a pi(a|s) Q(s, a), exact over the joint actions when there are at most
   :data:`EXACT_JOINT` of them, else the mean of Q over :data:`VALUE_SAMPLES` joint actions drawn from pi;
-- :func:`critic_step`: one expected-SARSA regression step on a minibatch of the replay, y = r + gamma (1 - terminated)
-  V'(s') with V' from the target network and the current policy, followed by a soft (Polyak) update of the target.
+- :func:`critic_step` (:func:`train_critic`: an update's steps): one expected-SARSA regression step on a minibatch
+  of the replay, y = r + gamma (1 - terminated) V'(s') with V' from the target network and the current policy,
+  followed by a soft (Polyak) update of the target.
 
 The transitions are on-policy when collected and age in the replay; expected-SARSA targets stay targets of the
 current policy's Q whatever policy took the action, since the next action is averaged under the current one.
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.utils import obs_as_tensor, polyak_update
+from stable_baselines3.common.utils import obs_as_tensor, polyak_update, update_learning_rate
 from torch.nn import functional as F
 
 from arsm_rl.actions import JointActions
@@ -31,7 +32,7 @@ from arsm_rl.rollouts import Obs, flatten_steps, select_rows, stack_obs
 from arsm_rl.updates import UpdateData, UpdatePlan
 
 __all__ = ["ACTION_VALUES", "EXACT_JOINT", "VALUE_SAMPLES", "TransitionReplay", "closing_values", "critic_step",
-           "critic_values", "state_values", "update_transitions"]  # fmt: skip
+           "critic_values", "state_values", "train_critic", "update_transitions"]  # fmt: skip
 
 #: ``ARSM(action_values=...)``: rollouts to the episode's end (or ``pseudo_horizon``), a learned critic, or rollouts cut
 #: at ``pseudo_horizon`` and closed with the critic's state value.
@@ -235,3 +236,18 @@ def critic_step(
     policy.critic_optimizer.step()
     polyak_update(policy.critic.parameters(), policy.critic_target.parameters(), tau)
     return loss.item(), (q - targets).abs().mean().item()
+
+
+def train_critic(policy: ARSMPolicy, joint: JointActions, replay: TransitionReplay, rng: np.random.Generator,
+                 learning_rate: float, batch_size: int, gamma: float, tau: float,
+                 steps: int) -> list[tuple[float, float]]:  # fmt: skip
+    """
+    ``steps`` :func:`critic_step` s at ``learning_rate``, with the policy in evaluation mode (the targets' forward passes
+    must not update the actor's statistics).
+
+    :return: each step's loss and mean absolute TD error
+    """
+    assert policy.critic_optimizer is not None
+    update_learning_rate(policy.critic_optimizer, learning_rate)
+    policy.set_training_mode(False)
+    return [critic_step(policy, joint, replay, rng, batch_size, gamma, tau) for _ in range(steps)]

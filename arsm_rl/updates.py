@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.utils import obs_as_tensor
 
 from arsm_rl.actions import JointActions, distinct_codes
 from arsm_rl.estimators import Draws, Estimator, Selection, StepBatch
-from arsm_rl.rollouts import POLICY_BLOCK, ActFn, BranchPoint, RolloutEngine, rows_independent
+from arsm_rl.rollouts import BranchPoint, flatten_steps
 from arsm_rl.rollouts.workers import SentShare
 
 __all__ = [
-    "EarlyRollouts",
+    "COSTLY",
+    "GradientStep",
     "RolloutValues",
     "SentRollouts",
     "UpdateData",
     "UpdatePlan",
     "UpdateReport",
     "budget_steps",
+    "costly_warning",
     "gradient_diagnostics",
     "keep_probability",
     "other_actions",
     "plan_update",
+    "policy_gradient_step",
+    "record_update",
     "step_gradients",
     "value_spread",
 ]
@@ -50,7 +55,7 @@ class UpdateData:
     terminated: np.ndarray | None = None  # (n, E) bool, the episode ended by termination (not by a time limit's truncation)
     final_obs: dict[int, Any] = field(default_factory=dict)  # row -> terminal observation of a truncated episode
     rollout_entropy: int | None = None  # seed of the rollouts' noise streams, drawn at collection (None: when they run)
-    early: SentRollouts | None = None  # rollouts sent to rollout workers while the steps were taken (EarlyRollouts)
+    early: SentRollouts | None = None  # rollouts sent to workers while the steps were taken (arsm_rl.collection)
 
 
 @dataclass
@@ -85,6 +90,30 @@ class UpdateReport:
     plan: UpdatePlan
     rollouts: RolloutValues
     seconds: dict[str, float]
+
+
+#: Simulator steps per real step above which the first update warns that the unbounded defaults are costly.
+COSTLY = 100
+
+
+def costly_warning(per_step: float, budget: int | None, horizon: int | None) -> str | None:
+    """
+    What the first update says when the unbounded defaults cost over :data:`COSTLY` simulator steps per real step (long
+    episodes, many actions: Taxi, Acrobot): the two knobs that bound it.
+
+    :param per_step: the update's simulator steps per real step
+    :param budget: ``max_pseudo_rollouts``
+    :param horizon: ``pseudo_horizon``
+    :return: the warning, or ``None`` (bounded, or not costly)
+    """
+    if budget is not None or horizon is not None or per_step <= COSTLY:
+        return None
+    return (
+        f"ARSM's first update spent {per_step:.0f} simulator steps per real step: with max_pseudo_rollouts=None and "
+        "pseudo_horizon=None every informative step is rolled out to the episode's end. Bound it with "
+        "max_pseudo_rollouts (rollouts per update, e.g. 64) or pseudo_horizon (steps per rollout, e.g. 50), as the "
+        "presets in agents/arsm.yml do (python train.py --algo arsm --list)."
+    )
 
 
 def keep_probability(budget: int | None, asked: int | None, n_rows: int) -> float | None:
@@ -170,8 +199,8 @@ def other_actions(joint: JointActions, selection: Selection, true_codes: np.ndar
 
 @dataclass
 class SentRollouts:
-    """The rollouts :class:`EarlyRollouts` sent while an update's steps were taken: the requests of the steps it
-    selected (in :func:`plan_update`'s order) and the shares sent, which cover the first of them."""
+    """The rollouts :class:`~arsm_rl.collection.EarlyRollouts` sent while an update's steps were taken: the requests
+    of the steps it selected (in :func:`plan_update`'s order) and the shares sent, which cover the first of them."""
 
     requests: list[tuple[int, int]] = field(default_factory=list)
     sent: list[SentShare] = field(default_factory=list)
@@ -184,88 +213,6 @@ class SentRollouts:
         """
         done = self.sent[-1].stop if self.sent else 0
         return self.sent if requests[:done] == self.requests[:done] else []
-
-
-class EarlyRollouts:
-    """
-    An update's rollouts sent to idle rollout workers while its real steps are still being taken, :attr:`SHARE`
-    consecutive requests at a time (whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` for a policy whose rows
-    depend on their block), so that they run beside the collection instead of after it. Only where each step's
-    rollouts are known when it is taken: an estimator that selects by step
-    (:attr:`~arsm_rl.estimators.Estimator.selects_by_step`) without a budget or with one sampled per step, and the
-    rollouts' noise seeded before the steps (:attr:`UpdateData.rollout_entropy`). The requests are the ones
-    :func:`plan_update` makes, in its order, and each rollout keeps its id and its place in its policy block, so the
-    update is the same bit for bit (:meth:`SentRollouts.shares_for` checks the requests before they are used). It
-    lives for one
-    collection; what it sent (:attr:`result`) goes with the update's data.
-
-    :param engine: the training env's rollout engine (it sends only to idle workers)
-    :param policy_for: the rollouts' policy for the first ``n`` requests, from their branch steps and sub-envs
-    :param strategy: the update's estimator (selecting by step)
-    :param joint: the action coding
-    :param horizon: the rollouts' ``pseudo_horizon``
-    :param n_envs: sub-envs of the training env
-    """
-
-    #: steps whose selection is computed at once (one estimator call per this many rows)
-    CHUNK = 16
-    #: requests per share sent ahead, for a policy whose rows do not depend on the rest of their block
-    #: (:func:`~arsm_rl.rollouts.rows_independent`); whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` otherwise
-    SHARE = 4
-
-    def __init__(self, engine: RolloutEngine, policy_for: Callable[[int, np.ndarray, np.ndarray], ActFn],
-                 strategy: Estimator, joint: JointActions, horizon: int | None, n_envs: int) -> None:  # fmt: skip
-        if not strategy.selects_by_step:
-            raise ValueError(f"estimator {strategy.name!r} does not select by step: its rollouts are known after the update")
-        self.engine, self.policy_for, self.strategy, self.joint = engine, policy_for, strategy, joint
-        self.horizon, self.n_envs = horizon, n_envs
-        self.result = SentRollouts()
-        self._branches: list[BranchPoint | None] = []
-        self._pending: list[tuple[Draws, np.ndarray | None]] = []  # steps not yet selected, with the ones kept
-
-    def add(self, draws: Draws, kept: np.ndarray | None, branches: list[BranchPoint | None]) -> None:
-        """
-        One real step about to be taken in every sub-env: once :attr:`CHUNK` rows wait, select their actions, then
-        send every whole block of requests that an idle worker takes.
-
-        :param draws: the step's draws, one row per sub-env
-        :param kept: ``(n_envs,)`` bool, the sub-envs' steps a budget sampled per step keeps (``None``: all)
-        :param branches: the step's branch points
-        """
-        self._branches += branches
-        self._pending.append((draws, kept))
-        if len(self._pending) * self.n_envs < self.CHUNK:
-            return
-        first_row = len(self._branches) - len(self._pending) * self.n_envs
-        draws = Draws(self.joint, *(np.concatenate([getattr(d, name) for d, _ in self._pending])
-                                    for name in ("logits", "noise", "true_codes")))  # fmt: skip
-        selection = self.strategy.select(draws, np.random.default_rng(0))  # draws nothing (selects_by_step)
-        assert selection is not None
-        rows, codes = other_actions(self.joint, selection, draws.true_codes)
-        if self._pending[0][1] is not None:
-            keep = np.concatenate([kept for _, kept in self._pending if kept is not None])
-            rows, codes = rows[keep[rows]], codes[keep[rows]]
-        self.result.requests += zip((rows + first_row).tolist(), codes.tolist(), strict=True)
-        self._pending = []
-        self._send()
-
-    def _send(self) -> None:
-        requests, sent = self.result.requests, self.result.sent
-        start = sent[-1].stop if sent else 0
-        while len(requests) - start >= self.SHARE and self.engine.idle_workers():
-            rows = np.array([row for row, _ in requests[: start + POLICY_BLOCK]], dtype=np.int64)
-            act = self.policy_for(len(rows), rows // self.n_envs, rows % self.n_envs)
-            stop = start + (self.SHARE if rows_independent(act) and not self.engine.masked else POLICY_BLOCK)
-            if len(requests) < stop:
-                return
-            codes = np.array([code for _, code in requests[start:stop]], dtype=np.int64)
-            branches = [self._branches[row] for row in rows[start:stop]]
-            first = self.joint.env_actions(self.joint.decode(codes))
-            share = self.engine.send(branches, first, act, [self.horizon] * (stop - start), start)  # type: ignore[arg-type]
-            if share is None:  # no idle worker: the block waits for the update's end
-                return
-            sent.append(share)
-            start = stop
 
 
 def step_gradients(strategy: Estimator, joint: JointActions, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray,
@@ -352,3 +299,67 @@ def value_spread(plan: UpdatePlan, q_true: np.ndarray, values: np.ndarray) -> fl
     np.maximum.at(high, rows, values)
     np.minimum.at(low, rows, values)
     return float((high - low)[used].mean())
+
+
+@dataclass
+class GradientStep:
+    """What :func:`policy_gradient_step` did: its losses, the gradient's norm and variance diagnostic, the averages."""
+
+    pg_loss: float
+    entropy_loss: float
+    grad_norm: float
+    grad_log_variance: float
+    ema: tuple[th.Tensor, th.Tensor]
+
+
+def policy_gradient_step(policy: Any, joint: JointActions, collected: UpdateData, plan: UpdatePlan, grads: np.ndarray,
+                         ent_coef: float, max_grad_norm: float | None,
+                         ema: tuple[th.Tensor, th.Tensor] | None) -> GradientStep:  # fmt: skip
+    """
+    One optimizer step of the actor on the surrogate loss ``-(logits * g).sum()`` over the used steps (each estimate g
+    weighted by the plan's weight), averaged over the update's steps, minus ``ent_coef`` times the mean entropy, the
+    actor's gradient clipped to ``max_grad_norm``.
+
+    :param policy: the :class:`~arsm_rl.policies.ARSMPolicy` (its ``actor_parameters()`` and optimizer)
+    :param joint: the action coding
+    :param collected: the update's real experience
+    :param plan: the update's plan
+    :param grads: :func:`step_gradients`
+    :param ent_coef: entropy bonus coefficient
+    :param max_grad_norm: gradient clipping norm (``None``: none)
+    :param ema: the gradient's moving averages so far (:func:`gradient_diagnostics`)
+    """
+    n_rows = collected.rewards.size
+    policy.set_training_mode(True)  # only for the gradient's forward pass (Dropout, BatchNorm)
+    logits = policy(obs_as_tensor(flatten_steps(collected.obs, n_rows), policy.device))
+    masks = None if collected.masks is None else collected.masks.reshape(n_rows, -1)
+    distribution = policy.action_dist.proba_distribution(action_logits=joint.masked(logits, masks))
+    rows = th.as_tensor(np.flatnonzero(plan.used), device=policy.device)
+    weighted = th.as_tensor(plan.weight * grads, dtype=logits.dtype, device=policy.device)
+    pg_loss = -(logits[rows] * weighted).sum() / n_rows
+    entropy_loss = -th.mean(distribution.entropy())
+    policy.optimizer.zero_grad()
+    (pg_loss + ent_coef * entropy_loss).backward()
+    actor = policy.actor_parameters()
+    grad = th.cat([p.grad.reshape(-1) for p in actor if p.grad is not None]).detach()
+    grad_norm, grad_log_variance, ema = gradient_diagnostics(grad, ema)
+    if max_grad_norm is not None:
+        th.nn.utils.clip_grad_norm_(actor, max_grad_norm)
+    policy.optimizer.step()
+    return GradientStep(pg_loss.item(), entropy_loss.item(), grad_norm, grad_log_variance, ema)
+
+
+def record_update(logger: Logger, plan: UpdatePlan, rollouts: RolloutValues, n_tails: int, grads: np.ndarray,
+                  q_true: np.ndarray, values: np.ndarray) -> None:  # fmt: skip
+    """Record what an update's plan and rollouts were (``train/no_signal_share``, ``train/value_spread``, ``rollout/``
+    keys: docs/arsm.md, "Logged keys")."""
+    logger.record("train/no_signal_share", float((grads == 0).all(axis=1).mean()) if len(grads) else 1.0)
+    logger.record("train/value_spread", value_spread(plan, q_true, values))
+    logger.record("rollout/pseudo_actions_per_step", float(plan.counts.mean()))
+    logger.record("rollout/pseudo_step_share", float((plan.counts > 0).mean()))
+    logger.record("rollout/pseudo_rollouts", len(plan.requests))
+    logger.record("rollout/tail_rollouts", n_tails)
+    rolled = len(plan.requests) + n_tails
+    logger.record("rollout/worker_share", rollouts.worker_rollouts / rolled if rolled else 0.0)
+    logger.record("rollout/pseudo_steps", rollouts.env_steps)
+    logger.record("rollout/restore_steps", rollouts.restore_steps)

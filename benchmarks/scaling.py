@@ -6,14 +6,15 @@ workers start during the first update), one after the other in one invocation; t
 (checked). Each run is split, from the public ``last_update`` report, into the trainer's serial parts (real-step
 collection, the plan, the gradient) and the rollouts, which the ready workers share with the trainer.
 
-The projection: with N workers an update's rollouts are split into N + 1 shares of whole 16-rollout blocks, so at most
-B shares, B the median number of blocks per update. The rollouts' seconds without workers, b, is the parallel part;
+The projection: with N workers an update's rollouts are split into N + 1 shares (of any size: the presets' MLP policies
+run in numpy, whose rows do not depend on the rest of their 16-row block), so at most B shares, B the median number of
+rollouts per update. The rollouts' seconds without workers, b, is the parallel part;
 the serial part a = T(1) - b / 2 is read from the 1-worker run (2 processes on this machine's 2 cores; the 2-worker
 run oversubscribes them and is shown, not fitted), and includes what workers add (messages, waiting for the slowest
 share). Projected: T(N) = a + b / min(N + 1, B), speed-up T(0) / T(N), for N workers on N + 1 cores.
 
 Where each step's rollouts are known as it is taken (no budget, or ``budget_sampling="step"``), idle workers get
-whole blocks while the update is still being collected (:class:`arsm_rl.updates.EarlyRollouts`): those rollouts'
+rollouts while the update is still being collected (:class:`arsm_rl.collection.EarlyRollouts`): those rollouts'
 seconds fall inside the collection, outside ``rollouts``. The LunarLander preset draws its budget once the update's
 steps are taken; a second LunarLander run draws it per step, which lets its rollouts start early.
 
@@ -37,8 +38,6 @@ from outputs import add_output, resolve_outputs
 from paired import parameters, preset_model
 from stable_baselines3.common.callbacks import BaseCallback
 
-from arsm_rl.rollouts import POLICY_BLOCK
-
 WORKERS = (0, 1, 2)
 PROJECTED = (8, 32, 128)
 PARTS = ("collect", "plan", "rollouts", "gradient")
@@ -55,14 +54,14 @@ SHORT_ENV, SHORT_STEPS = "LunarLander-v3", 768
 
 class UpdateSeconds(BaseCallback):
     """Adds up the seconds of each update's plan, rollouts and gradient (``model.last_update.seconds``), the rollouts
-    and those of them run on workers, and keeps each update's number of 16-rollout blocks."""
+    and those of them run on workers, and keeps each update's number of rollouts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seconds = dict.fromkeys(PARTS[1:], 0.0)
         self.rollouts = 0
         self.on_workers = 0
-        self.blocks: list[int] = []
+        self.counts: list[int] = []
         self._seen: Any = None
 
     def _take(self) -> None:
@@ -74,7 +73,7 @@ class UpdateSeconds(BaseCallback):
             rollouts = len(report.rollouts.values) + len(report.rollouts.tail_rewards)
             self.rollouts += rollouts
             self.on_workers += report.rollouts.worker_rollouts
-            self.blocks.append(-(-rollouts // POLICY_BLOCK))
+            self.counts.append(rollouts)
 
     def _on_rollout_start(self) -> None:
         self._take()
@@ -104,7 +103,7 @@ def measure(env_id: str, steps: int, seed: int, settings: dict[str, Any]) -> dic
         watch = watches[n]
         seconds = watch.seconds
         out[n] = {"wall": walls[n], "collect": walls[n] - sum(seconds.values()), **seconds,
-                  "worker_share": watch.on_workers / max(1, watch.rollouts), "blocks": float(np.median(watch.blocks)),
+                  "worker_share": watch.on_workers / max(1, watch.rollouts), "shares": float(np.median(watch.counts)),
                   "pseudo": float(model.num_pseudo_steps)}  # fmt: skip
         model.close_rollout_workers()
         model.env.close()
@@ -142,18 +141,18 @@ def median(runs: list[dict[int, dict[str, float]]]) -> dict[int, dict[str, float
 def split(times: dict[int, dict[str, float]]) -> tuple[float, float, float]:
     """``(a, b, B)``: serial seconds, parallel seconds and shares at most (see the module's docstring)."""
     b = times[0]["rollouts"]
-    return times[1]["wall"] - b / 2, b, times[0]["blocks"]
+    return times[1]["wall"] - b / 2, b, times[0]["shares"]
 
 
 def projected(times: dict[int, dict[str, float]], workers: np.ndarray | int) -> np.ndarray:
     """Projected speed-up over no workers with ``workers`` workers on as many cores plus one."""
-    a, b, blocks = split(times)
-    return np.asarray(times[0]["wall"] / np.maximum(a + b / np.minimum(np.asarray(workers) + 1, blocks), 1e-9))
+    a, b, shares = split(times)
+    return np.asarray(times[0]["wall"] / np.maximum(a + b / np.minimum(np.asarray(workers) + 1, shares), 1e-9))
 
 
 def table(title: str, steps: int, times: dict[int, dict[str, float]]) -> list[str]:
     t0 = times[0]["wall"]
-    a, b, blocks = split(times)
+    a, b, shares = split(times)
     lines = [
         f"#### {title}: ARSM preset, {steps:,} real steps, {times[0]['pseudo']:,.0f} pseudo steps", "",
         "| workers | wall s | speed-up | collection s | plan s | rollouts s | gradient s | rollouts on workers |",
@@ -166,10 +165,10 @@ def table(title: str, steps: int, times: dict[int, dict[str, float]]) -> list[st
         )
     projection = ", ".join(f"{n}: {float(projected(times, n)):.2f}x" for n in PROJECTED)
     trainer = times[1]["collect"] + times[1]["plan"] + times[1]["gradient"]
-    limit = t0 / max(a + b / blocks, 1e-9)
+    limit = t0 / max(a + b / shares, 1e-9)
     first = (
-        "the blocks per update (workers beyond blocks - 1 wait), then the trainer's serial part"
-        if blocks < 9
+        "the rollouts per update (workers beyond rollouts - 1 wait), then the trainer's serial part"
+        if shares < 9
         else "the trainer's serial part (collection, plan, gradient)"
     )
     lines += [
@@ -177,8 +176,8 @@ def table(title: str, steps: int, times: dict[int, dict[str, float]]) -> list[st
         f"Serial a = {a:.1f} s (the trainer's collection, plan and gradient: {trainer:.1f} s with 1 worker; the rest, "
         f"{a - trainer:.1f} s, is what the workers add: messages, start-up, waiting for the slower share), parallel "
         f"b = {b:.1f} s (the rollouts without workers), serial fraction {a / (a + b):.0%}; a median update has "
-        f"{blocks:.0f} blocks of 16 rollouts, so at most {blocks:.0f} shares. Projected speed-up over no workers: "
-        f"{projection} (limit {limit:.2f}x, reached at {max(0, int(blocks) - 1)} workers). What limits it first: "
+        f"{shares:.0f} rollouts, so at most {shares:.0f} shares. Projected speed-up over no workers: "
+        f"{projection} (limit {limit:.2f}x, reached at {max(0, int(shares) - 1)} workers). What limits it first: "
         f"{first}.",
         "",
     ]

@@ -3,13 +3,15 @@ actors (``ray``), and in the training process.
 
 The workers start without the trainer waiting for them and live as long as their engine (across updates and
 ``learn`` calls). Each worker owns its scratch envs (built once from a scratch copy of the training env) and, once it
-is ready, receives once per update its share of the rollouts, while the trainer runs the last share itself: whole
-blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` consecutive rollouts with their snapshots, first actions and
-horizons, and the policy (a :class:`~arsm_rl.rollouts.RacePolicy`, whose weights travel with it). A worker runs its
-share in lockstep, one batched policy call per step, and sends back the rewards: one message each way per update,
-never one per step. Because each rollout's noise and policy rows do not depend on the other rollouts
-(:class:`~arsm_rl.rollouts.noise.RolloutNoise`, :func:`~arsm_rl.rollouts.block_rows`), the result is bit-identical
-to running every rollout in the training process, however the rollouts are shared out.
+is ready, receives shares of an update's rollouts: consecutive rollouts with their snapshots, first actions and
+horizons, and the policy (a :class:`~arsm_rl.rollouts.RacePolicy`, whose weights travel with it), sent while the
+update is still collected where its rollouts are known then (:meth:`WorkerPool.send`), and the rest shared out at
+the update's end, the trainer running the fullest share itself. A worker runs a share in lockstep, one batched
+policy call per step, and sends back the rewards: one message each way per share, never one per step. Because each
+rollout's noise and policy rows do not depend on the other rollouts (:class:`~arsm_rl.rollouts.noise.RolloutNoise`,
+:func:`~arsm_rl.rollouts.block_rows`), the result is bit-identical to running every rollout in the training process,
+however the rollouts are shared out. Shares are whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` rollouts,
+or any size for a policy whose rows do not depend on the rest of their block (:func:`~arsm_rl.rollouts.rows_independent`).
 """
 
 from __future__ import annotations
