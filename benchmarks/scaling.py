@@ -174,7 +174,8 @@ def table(title: str, steps: int, times: dict[int, dict[str, float]]) -> list[st
     lines += [
         "",
         f"Serial a = {a:.1f} s (the trainer's collection, plan and gradient: {trainer:.1f} s with 1 worker; the rest, "
-        f"{a - trainer:.1f} s, is what the workers add: messages, start-up, waiting for the slower share), parallel "
+        f"{a - trainer:+.1f} s, is what the workers add, messages, start-up and waiting for the slower share, less what "
+        "they run while the trainer collects), parallel "
         f"b = {b:.1f} s (the rollouts without workers), serial fraction {a / (a + b):.0%}; a median update has "
         f"{shares:.0f} rollouts, so at most {shares:.0f} shares. Projected speed-up over no workers: "
         f"{projection} (limit {limit:.2f}x, reached at {max(0, int(shares) - 1)} workers). What limits it first: "
