@@ -423,7 +423,7 @@ class ARSM(BaseAlgorithm):
         early = None
         if up_front.entropy is not None and engine is not None and engine.workers.settings.n_workers > 0:
             policy_for = self._rollout_policy(up_front.entropy, up_front.noise)
-            early = EarlyRollouts(engine, policy_for, strategy, self._joint, self.pseudo_horizon, n_envs)
+            early = EarlyRollouts(engine, policy_for, up_front.entropy, strategy, self._joint, self.pseudo_horizon, n_envs)
         record = StepRecord()
         callback.on_rollout_start()
         for t in range(n):
@@ -554,8 +554,8 @@ class ARSM(BaseAlgorithm):
         Run pseudo and tail rollouts of an update in one lockstep batch with the current policy, as :meth:`train`
         does: in this process or shared out among the ready ``n_rollout_workers`` workers and this process (workers
         are started here if they are not running, and stay up: :meth:`start_rollout_workers`), with the same result.
-        One draw from the pseudo-rollout random stream seeds the rollouts' own noise streams (made at collection where
-        each step's rollouts are known as it is taken: :class:`~arsm_rl.collection.EarlyRollouts`).
+        One draw from the pseudo-rollout random stream seeds the rollouts' own noise streams (where each step's rollouts
+        are known as it is taken, the collection read it ahead: :class:`~arsm_rl.collection.EarlyRollouts`).
 
         :param collected: from :meth:`collect_update`
         :param requests: ``(row, action code)`` pairs to roll out, e.g. ``plan_update(collected).requests``
@@ -567,16 +567,15 @@ class ARSM(BaseAlgorithm):
         self.policy.set_training_mode(False)  # the policy that took the real steps (Dropout off, BatchNorm frozen)
         if not requests and not tails:
             return RolloutValues(np.zeros(0), {}, 0, 0)
-        entropy = collected.rollout_entropy
-        if entropy is None:
-            entropy = int(self._pseudo_rng.integers(2**63))
+        entropy = int(self._pseudo_rng.integers(2**63))
 
         def close(obs: Obs) -> np.ndarray:  # the critic's V where horizons cut rollouts ("bootstrap")
             return state_values(self.policy, self._joint, obs, None, self._critic_rng).double().cpu().numpy()
 
         closing = close if self.action_values == "bootstrap" else None
-        return value_rollouts(self._engine, self._rollout_policy(entropy, collected.noise), self._joint, collected, requests,
-                              tails or {}, self.pseudo_horizon, self.gamma, closing, self.estimator)  # fmt: skip
+        act_for = self._rollout_policy(entropy, collected.noise)
+        return value_rollouts(self._engine, entropy, act_for, self._joint, collected, requests, tails or {},
+                              self.pseudo_horizon, self.gamma, closing, self.estimator)  # fmt: skip
 
     def _rollout_policy(self, entropy: int, noise: np.ndarray) -> Callable[[int, np.ndarray, np.ndarray], RacePolicy]:
         """:return: the policy of an update's first ``n`` rollouts from their branch steps and sub-envs (``race_policy``)"""

@@ -3,6 +3,7 @@ rollouts that idle workers start while the steps are taken."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,9 @@ class UpdateDraws:
     :param noise: ``(n, E, K, C)`` the steps' flat-Dirichlet noise, from the real stream
     :param kept: ``(n, E)`` bool, the steps a budget sampled per step keeps (``None``: no such budget)
     :param keep: their probability p
-    :param entropy: seed of the rollouts' noise streams, where each step's rollouts are known as it is taken
-        (``None``: drawn when they run)
+    :param entropy: where each step's rollouts are known as it is taken, the seed their noise streams will have: the
+        pseudo stream's next draw, read from a copy of it (``run_rollouts`` makes that draw, and only when the update
+        has rollouts), or ``None``
     """
 
     noise: np.ndarray
@@ -39,8 +41,9 @@ def draw_update(joint: JointActions, real_rng: np.random.Generator, pseudo_rng: 
                 n_envs: int, keep: float | None, by_step: bool) -> UpdateDraws:  # fmt: skip
     """
     An update's draws up front: the same values as the steps drawing them one after the other (each generator's
-    draws come in one sequence), then, where each step's rollouts are known as it is taken (``by_step``), the seed of
-    the rollouts' noise, which is the draw they would make when they run (nothing is drawn in between).
+    draws come in one sequence). Where each step's rollouts are known as it is taken (``by_step``), the seed of the
+    rollouts' noise is read ahead from a copy of the pseudo stream: the draw the rollouts make when they run, since
+    nothing is drawn in between, while the stream itself is left as it is for an update without rollouts.
 
     :param joint: the action coding
     :param real_rng: the real noise stream
@@ -50,7 +53,7 @@ def draw_update(joint: JointActions, real_rng: np.random.Generator, pseudo_rng: 
     """
     noise = joint.noise(real_rng, n_steps * n_envs)
     kept = None if keep is None else pseudo_rng.random((n_steps, n_envs)) < keep
-    entropy = int(pseudo_rng.integers(2**63)) if by_step else None
+    entropy = int(copy.deepcopy(pseudo_rng).integers(2**63)) if by_step else None
     return UpdateDraws(noise.reshape(n_steps, n_envs, *noise.shape[1:]), kept, keep, entropy)
 
 
@@ -112,7 +115,6 @@ class StepRecord:
             kept=None if draws.kept is None or draws.keep is None else (draws.kept, draws.keep),
             terminated=np.stack(self.terminated),
             final_obs=self.final_obs,
-            rollout_entropy=draws.entropy,
             early=early,
         )
 
@@ -124,7 +126,7 @@ class EarlyRollouts:
     depend on their block), so that they run beside the collection instead of after it. Only where each step's
     rollouts are known when it is taken: an estimator that selects by step
     (:attr:`~arsm_rl.estimators.Estimator.selects_by_step`) without a budget or with one sampled per step, and the
-    rollouts' noise seeded before the steps (:attr:`~arsm_rl.updates.UpdateData.rollout_entropy`). The requests are
+    rollouts' noise seed read ahead (:attr:`UpdateDraws.entropy`). The requests are
     the ones :func:`~arsm_rl.updates.plan_update` makes, in its order, and each rollout keeps its id and its place in
     its policy block, so the update is the same bit for bit (:meth:`~arsm_rl.updates.SentRollouts.shares_for` checks
     the requests before they are used). It lives for one collection; what it sent (:attr:`result`) goes with the
@@ -132,6 +134,7 @@ class EarlyRollouts:
 
     :param engine: the training env's rollout engine (it sends only to idle workers)
     :param policy_for: the rollouts' policy for the first ``n`` requests, from their branch steps and sub-envs
+    :param entropy: the seed of the rollouts' noise streams it was built with
     :param strategy: the update's estimator (selecting by step)
     :param joint: the action coding
     :param horizon: the rollouts' ``pseudo_horizon``
@@ -144,13 +147,13 @@ class EarlyRollouts:
     #: (:func:`~arsm_rl.rollouts.rows_independent`); whole blocks of :data:`~arsm_rl.rollouts.POLICY_BLOCK` otherwise
     SHARE = 4
 
-    def __init__(self, engine: RolloutEngine, policy_for: Callable[[int, np.ndarray, np.ndarray], ActFn],
+    def __init__(self, engine: RolloutEngine, policy_for: Callable[[int, np.ndarray, np.ndarray], ActFn], entropy: int,
                  strategy: Estimator, joint: JointActions, horizon: int | None, n_envs: int) -> None:  # fmt: skip
         if not strategy.selects_by_step:
             raise ValueError(f"estimator {strategy.name!r} does not select by step: its rollouts are known after the update")
         self.engine, self.policy_for, self.strategy, self.joint = engine, policy_for, strategy, joint
         self.horizon, self.n_envs = horizon, n_envs
-        self.result = SentRollouts()
+        self.result = SentRollouts(entropy)
         self._branches: list[BranchPoint | None] = []
         self._pending: list[tuple[Draws, np.ndarray | None]] = []  # steps not yet selected, with the ones kept
 

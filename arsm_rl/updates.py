@@ -54,7 +54,6 @@ class UpdateData:
     kept: tuple[np.ndarray, float] | None = None  # budget_sampling="step": ((n, E) bool steps kept, their probability p)
     terminated: np.ndarray | None = None  # (n, E) bool, the episode ended by termination (not by a time limit's truncation)
     final_obs: dict[int, Any] = field(default_factory=dict)  # row -> terminal observation of a truncated episode
-    rollout_entropy: int | None = None  # seed of the rollouts' noise streams, drawn at collection (None: when they run)
     early: SentRollouts | None = None  # rollouts sent to workers while the steps were taken (arsm_rl.collection)
 
 
@@ -199,20 +198,23 @@ def other_actions(joint: JointActions, selection: Selection, true_codes: np.ndar
 
 @dataclass
 class SentRollouts:
-    """The rollouts :class:`~arsm_rl.collection.EarlyRollouts` sent while an update's steps were taken: the requests
-    of the steps it selected (in :func:`plan_update`'s order) and the shares sent, which cover the first of them."""
+    """The rollouts :class:`~arsm_rl.collection.EarlyRollouts` sent while an update's steps were taken: the seed of
+    their noise streams, the requests of the steps it selected (in :func:`plan_update`'s order) and the shares sent,
+    which cover the first of them."""
 
+    entropy: int
     requests: list[tuple[int, int]] = field(default_factory=list)
     sent: list[SentShare] = field(default_factory=list)
 
-    def shares_for(self, requests: list[tuple[int, int]]) -> list[SentShare]:
+    def shares_for(self, requests: list[tuple[int, int]], entropy: int) -> list[SentShare]:
         """
         :param requests: the update's requests, as :meth:`ARSM.run_rollouts` rolls them out
-        :return: the shares sent, if they are the first of ``requests`` (otherwise none: the update was planned
-            for another estimator, and everything runs again)
+        :param entropy: the seed of their noise streams there
+        :return: the shares sent, if they are the first of ``requests`` with that seed (otherwise none: the update
+            was planned for another estimator, or rolled out once already, and everything runs again)
         """
         done = self.sent[-1].stop if self.sent else 0
-        return self.sent if requests[:done] == self.requests[:done] else []
+        return self.sent if entropy == self.entropy and requests[:done] == self.requests[:done] else []
 
 
 def step_gradients(strategy: Estimator, joint: JointActions, plan: UpdatePlan, collected: UpdateData, q_true: np.ndarray,

@@ -35,7 +35,7 @@ def tail_rollouts(collected: UpdateData, plan: UpdatePlan, horizon: int | None) 
     return {e: steps for e, steps in horizons.items() if steps != 0}
 
 
-def value_rollouts(engine: RolloutEngine, policy_for: Callable[[int, np.ndarray, np.ndarray], RacePolicy],
+def value_rollouts(engine: RolloutEngine, entropy: int, policy_for: Callable[[int, np.ndarray, np.ndarray], RacePolicy],
                    joint: JointActions, collected: UpdateData, requests: list[tuple[int, int]], tails: dict[int, int | None],
                    horizon: int | None, gamma: float, close: Callable[[Obs], np.ndarray] | None,
                    estimator: str) -> RolloutValues:  # fmt: skip
@@ -43,6 +43,7 @@ def value_rollouts(engine: RolloutEngine, policy_for: Callable[[int, np.ndarray,
     Run an update's pseudo rollouts (``requests``) and tail rollouts (``tails``) in one lockstep batch on ``engine``
     (its workers claim the shares sent ahead while the update was collected), and value them.
 
+    :param entropy: the seed of the rollouts' noise streams (the shares sent ahead count only if it is theirs)
     :param policy_for: the rollouts' policy for the first ``n`` rollouts from their branch steps and sub-envs (-1: a
         tail, which never shares the real noise)
     :param joint: the action coding
@@ -68,7 +69,7 @@ def value_rollouts(engine: RolloutEngine, policy_for: Callable[[int, np.ndarray,
         tail_masks = None if collected.tail_masks is None else collected.tail_masks[list(tails)]
         first = np.concatenate([first, act.first_actions(tail_obs, np.arange(len(requests), len(branches)), tail_masks)])
     horizons = [horizon] * len(requests) + list(tails.values())
-    sent = [] if collected.early is None else collected.early.shares_for(requests)
+    sent = [] if collected.early is None else collected.early.shares_for(requests, entropy)
     batch = engine.run(branches, joint.env_actions(first), act, horizons, sent=sent)
     ends = np.arange(batch.rewards.shape[1])[None, :] == batch.lengths[:, None] - 1
     values = discounted_returns(batch.rewards.T, ends.T, gamma)[0]

@@ -237,6 +237,20 @@ def test_rollouts_sent_while_the_update_is_collected(env_id: str, kwargs: dict[s
     assert worker_processes() == []
 
 
+def test_the_rollouts_seed_is_read_ahead_not_drawn() -> None:
+    """The seed of the rollouts sent ahead is the pseudo stream's next draw, read from a copy: collecting leaves the
+    stream as it is (an update without rollouts draws nothing, as without workers), so two collections in a row read
+    the same seed, and rolling out the second draws it."""
+    model = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=1, **SMALL)
+    model.start_rollout_workers()
+    first, second = model.collect_update(), model.collect_update()
+    assert first.early is not None and second.early is not None and first.early.entropy == second.early.entropy
+    model.run_rollouts(second, model.plan_update(second).requests)
+    third = model.collect_update()
+    assert third.early is not None and third.early.entropy != second.early.entropy
+    model.close_rollout_workers()
+
+
 class StopAt(BaseCallback):
     """Stops training at a real step."""
 
