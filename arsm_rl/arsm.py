@@ -418,10 +418,11 @@ class ARSM(BaseAlgorithm):
         # decide which steps to roll out from, all at once (fork snapshots: only where the estimator may roll out).
         sampled = self.budget_sampling == "step" and strategy.rolls_out and engine is not None
         keep = keep_probability(self.max_pseudo_rollouts, self._asked_rollouts, n * n_envs) if sampled else None
-        by_step = engine is not None and strategy.selects_by_step and (self.max_pseudo_rollouts is None or sampled)
-        up_front = draw_update(self._joint, self._real_rng, self._pseudo_rng, n, n_envs, keep, by_step)
+        ahead = engine is not None and engine.workers.settings.n_workers > 0 and strategy.selects_by_step
+        ahead = ahead and (self.max_pseudo_rollouts is None or sampled)  # each step's rollouts known as it is taken
+        up_front = draw_update(self._joint, self._real_rng, self._pseudo_rng, n, n_envs, keep, ahead)
         early = None
-        if up_front.entropy is not None and engine is not None and engine.workers.settings.n_workers > 0:
+        if up_front.entropy is not None and engine is not None:
             policy_for = self._rollout_policy(up_front.entropy, up_front.noise)
             early = EarlyRollouts(engine, policy_for, up_front.entropy, strategy, self._joint, self.pseudo_horizon, n_envs)
         record = StepRecord()

@@ -26,7 +26,7 @@ class UpdateDraws:
     :param noise: ``(n, E, K, C)`` the steps' flat-Dirichlet noise, from the real stream
     :param kept: ``(n, E)`` bool, the steps a budget sampled per step keeps (``None``: no such budget)
     :param keep: their probability p
-    :param entropy: where each step's rollouts are known as it is taken, the seed their noise streams will have: the
+    :param entropy: where rollouts go ahead to workers, the seed their noise streams will have: the
         pseudo stream's next draw, read from a copy of it (``run_rollouts`` makes that draw, and only when the update
         has rollouts), or ``None``
     """
@@ -38,22 +38,23 @@ class UpdateDraws:
 
 
 def draw_update(joint: JointActions, real_rng: np.random.Generator, pseudo_rng: np.random.Generator, n_steps: int,
-                n_envs: int, keep: float | None, by_step: bool) -> UpdateDraws:  # fmt: skip
+                n_envs: int, keep: float | None, ahead: bool) -> UpdateDraws:  # fmt: skip
     """
     An update's draws up front: the same values as the steps drawing them one after the other (each generator's
-    draws come in one sequence). Where each step's rollouts are known as it is taken (``by_step``), the seed of the
-    rollouts' noise is read ahead from a copy of the pseudo stream: the draw the rollouts make when they run, since
+    draws come in one sequence). Where rollouts go ahead to workers (``ahead``), the seed of the rollouts' noise is
+    read ahead from a copy of the pseudo stream: the draw the rollouts make when they run, since
     nothing is drawn in between, while the stream itself is left as it is for an update without rollouts.
 
     :param joint: the action coding
     :param real_rng: the real noise stream
     :param pseudo_rng: the pseudo-rollout stream (the kept draws, then the seed)
     :param keep: ``budget_sampling="step"``'s probability of keeping a step (``None``: no draw)
-    :param by_step: the estimator selects by step without a budget drawn after the steps
+    :param ahead: rollouts go ahead to workers (there are workers, and each step's rollouts are known as it is taken:
+        an estimator that selects by step, without a budget drawn after the steps)
     """
     noise = joint.noise(real_rng, n_steps * n_envs)
     kept = None if keep is None else pseudo_rng.random((n_steps, n_envs)) < keep
-    entropy = int(copy.deepcopy(pseudo_rng).integers(2**63)) if by_step else None
+    entropy = int(copy.deepcopy(pseudo_rng).integers(2**63)) if ahead else None
     return UpdateDraws(noise.reshape(n_steps, n_envs, *noise.shape[1:]), kept, keep, entropy)
 
 
