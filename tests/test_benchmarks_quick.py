@@ -471,7 +471,8 @@ def test_scaling_quick(tmp_path: Path) -> None:
         parallel = float(table.split("parallel b = ")[1].split(" s")[0])
         one_worker_wall = float(rows[1][1])
         assert parallel == pytest.approx(float(rows[0][5]), abs=0.06)
-        assert serial == pytest.approx(one_worker_wall - parallel / 2, abs=0.1)
+        # each of the three is printed to 0.1 s: their rounding adds up to 0.05 + 0.05 + 0.025
+        assert serial == pytest.approx(one_worker_wall - parallel / 2, abs=0.13)
 
 
 @pytest.mark.parametrize(("script", "option"), [("headless.py", "--chunk=0"), ("fork_training.py", "--steps=-1")])
