@@ -49,7 +49,7 @@ def train_in_chunks(models: dict[str, Any], steps: int, chunk: int) -> tuple[lis
         for name, model in models.items():
             pseudo, replayed = model.num_pseudo_steps, model.num_restore_steps
             start = time.perf_counter()
-            model.learn(done, reset_num_timesteps=False)
+            model.learn(done - model.num_timesteps, reset_num_timesteps=False)  # SB3 adds its count so far: up to done
             row[name] = time.perf_counter() - start
             row[f"{name}_pseudo"] = model.num_pseudo_steps - pseudo
             row[f"{name}_replayed"] = model.num_restore_steps - replayed
