@@ -382,7 +382,7 @@ class ARSM(BaseAlgorithm):
                     "ForkVecEnv with max_pseudo_rollouts and budget_sampling='update' forks every step where a rollout "
                     "may start, since the budget's steps are drawn after the update (about 8 forks per rollout with the "
                     "LunarLander preset): pass budget_sampling='step' (unbiased too) to fork only the kept steps "
-                    "(LunarLander: 1.15x replay's time against 3.43x, benchmarks/results/fork_training*.md)",
+                    "(LunarLander: 1.15x replay's time against 7.9x, benchmarks/results/fork_training*.md)",
                     stacklevel=4,
                 )
         return self._engine
