@@ -187,17 +187,15 @@ class EarlyRollouts:
     def _send(self) -> None:
         requests, sent = self.result.requests, self.result.sent
         start = sent[-1].stop if sent else 0
-        while len(requests) - start >= self.SHARE and self.engine.idle_workers():
+        idle = self.engine.idle_workers() if len(requests) - start >= self.SHARE else []
+        while idle and len(requests) - start >= self.SHARE:
             rows = np.array([row for row, _ in requests[: start + POLICY_BLOCK]], dtype=np.int64)
             act = self.policy_for(len(rows), rows // self.n_envs, rows % self.n_envs)
             stop = start + (self.SHARE if rows_independent(act) else POLICY_BLOCK)
-            if len(requests) < stop:
+            if len(requests) < stop:  # a whole block for a policy whose rows depend on it: the block waits
                 return
             codes = np.array([code for _, code in requests[start:stop]], dtype=np.int64)
             branches = [self._branches[row] for row in rows[start:stop]]
             first = self.joint.env_actions(self.joint.decode(codes))
-            share = self.engine.send(branches, first, act, [self.horizon] * (stop - start), start)  # type: ignore[arg-type]
-            if share is None:  # no idle worker: the block waits for the update's end
-                return
-            sent.append(share)
+            sent.append(self.engine.send(idle.pop(0), branches, first, act, [self.horizon] * (stop - start), start))
             start = stop

@@ -120,24 +120,21 @@ class RolloutEngine:
                                     local, sent)  # fmt: skip
         return local(0, len(branches))
 
-    def send(self, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn, horizons: Sequence[int | None],
-             id_offset: int, max_episode_steps: int = 100_000) -> SentShare | None:  # fmt: skip
+    def send(self, worker: int, branches: Sequence[BranchPoint], first_actions: np.ndarray, act: ActFn,
+             horizons: Sequence[int | None], id_offset: int, max_episode_steps: int = 100_000) -> SentShare:  # fmt: skip
         """
         Send rollouts ``id_offset:id_offset + len(branches)`` of an update to an idle worker now, while the update's
         real steps are still being taken, so that they run beside the collection; :meth:`run` claims them with the
-        update's other rollouts (``sent``), with the same result as without. The parameters are :meth:`run`'s.
+        update's other rollouts (``sent``), with the same result as without. The other parameters are :meth:`run`'s.
 
-        :return: the share sent, or ``None`` when no worker is idle, or when the rollouts depend on observation
-            statistics (``VecNormalize``) that change until the update's last real step
+        :param worker: one of :meth:`idle_workers`
+        :return: the share sent
         """
-        idle = self.idle_workers()
-        if not idle:
-            return None
-        return self.workers.send(idle[0], branches, first_actions, act, list(horizons), max_episode_steps, id_offset, [])
+        return self.workers.send(worker, branches, first_actions, act, list(horizons), max_episode_steps, id_offset, [])
 
     def idle_workers(self) -> list[int]:
         """:return: the workers that :meth:`send` may send rollouts to now (none while the rollouts depend on observation
-        statistics that change until the update's last real step)"""
+        statistics, ``VecNormalize``'s, that change until the update's last real step)"""
         return [] if self.workers.settings.n_workers == 0 or self.normalized else self.workers.idle()
 
     def release(self) -> None:
