@@ -4,7 +4,9 @@ For each env: an ARSM model with its defaults collects one update of real data (
 initial policy), then the same pseudo rollouts run (a) all together in lockstep, one batched policy call
 per step, and (b) one at a time. Then a few full updates are timed and split into real collection,
 pseudo rollouts and the rest of the update, with the cost of one real step and of one lockstep iteration, and
-the cost of a real step of RL Zoo's PPO preset collecting its rollouts (``--ppo-steps`` real steps). The
+the cost of a real step of RL Zoo's PPO preset collecting its rollouts (``--ppo-steps`` real steps), and of ARSM's
+with as many sub-envs as that preset (its ``n_envs``; ``n_steps`` divided by them, the same real steps per update):
+the defaults step one env, whose policy forward a vectorised env shares out over its sub-envs. The
 limit is measured in the same run: the same number of rows stepped by the bare dynamics (the family's numpy
 batch where it has one, else bare envs one at a time, no wrappers) plus one bare policy forward on the batch (the
 policy's numpy form, as the rollouts use it).
@@ -30,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from outputs import add_output, resolve_outputs
-from rl import build
+from rl import build, make_env  # agents/ is importable once rl has set the path
 from stable_baselines3.common.callbacks import BaseCallback
 
 from arsm_rl import ARSM, UpdateData
@@ -135,12 +137,25 @@ class RolloutTimer(BaseCallback):
         return True
 
 
-def ppo_collection_us(env_id: str, steps: int) -> float:
-    """µs per real step of RL Zoo's PPO preset collecting its rollouts (its ``n_envs`` envs stepped together)."""
+def ppo_collection(env_id: str, steps: int) -> tuple[float, int]:
+    """µs per real step of RL Zoo's PPO preset collecting its rollouts (its ``n_envs`` envs stepped together), and
+    its ``n_envs``."""
     model, _, _ = build("ppo", env_id, 0)
     timer = RolloutTimer()
     model.learn(steps, callback=timer)
-    return 1e6 * timer.seconds / model.num_timesteps
+    return 1e6 * timer.seconds / model.num_timesteps, model.n_envs
+
+
+def vectorised_collection_us(env_id: str, n_envs: int, seed: int, updates: int) -> float:
+    """µs per real step of ARSM's defaults collecting ``updates`` updates with ``n_envs`` sub-envs, ``n_steps`` divided
+    by them (the same real steps per update; the policy as it starts: collection costs the same whatever it is)."""
+    n_steps = max(1, ARSM("MlpPolicy", env_id).n_steps // n_envs)
+    model = ARSM("MlpPolicy", make_env(env_id, {}, n_envs, seed, cloneable=True), seed=seed, n_steps=n_steps)
+    model.collect_update()  # the first reset
+    start = time.perf_counter()
+    for _ in range(updates):
+        model.collect_update()
+    return 1e6 * (time.perf_counter() - start) / (updates * n_steps * n_envs)
 
 
 def time_split(model: ARSM, updates: int) -> dict[str, float]:
@@ -187,8 +202,8 @@ def main() -> None:
     lines = [
         "| env | rollouts | batched steps/s | one-at-a-time steps/s | speed-up | limit steps/s | batched / limit "
         "| real collection | pseudo rollouts | rest of update | µs per real step | PPO's µs per real step "
-        "| µs per lockstep iteration |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| µs per real step with PPO's n_envs | µs per lockstep iteration |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env_id in args.envs.split(","):
         batched, single, limits, splits, n = [], [], [], [], 0
@@ -206,11 +221,16 @@ def main() -> None:
         of_limit = statistics.median(b / m for b, m in zip(batched, limits, strict=True))
         real_us = statistics.median(1e6 * s["collect"] / s["real steps"] for s in splits)
         iteration_us = statistics.median(1e6 * s["rollouts"] / max(1, s["iterations"]) for s in splits)
-        ppo_us = statistics.median(ppo_collection_us(env_id, args.ppo_steps) for _ in range(args.repeats))
+        ppo = [ppo_collection(env_id, args.ppo_steps) for _ in range(args.repeats)]
+        ppo_us, ppo_envs = statistics.median(us for us, _ in ppo), ppo[0][1]
+        vectorised_us = statistics.median(
+            vectorised_collection_us(env_id, ppo_envs, repeat, args.updates) for repeat in range(args.repeats)
+        )
         lines.append(
             f"| {env_id} | {n} | {statistics.median(batched):,.0f} | {statistics.median(single):,.0f} | {ratio:.1f}x "
             f"| {statistics.median(limits):,.0f} | {of_limit:.0%} | {share['collect']:.0%} | {share['rollouts']:.0%} "
-            f"| {share['update']:.0%} | {real_us:.0f} | {ppo_us:.0f} | {iteration_us:.0f} |"
+            f"| {share['update']:.0%} | {real_us:.0f} | {ppo_us:.0f} | {vectorised_us:.0f} ({ppo_envs} envs) "
+            f"| {iteration_us:.0f} |"
         )
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -426,7 +426,9 @@ def test_throughput_quick(tmp_path: Path) -> None:
     assert limit > 0 and abs(int(row[6].rstrip("%")) - 100 * batched / limit) <= 1  # the table's cells are rounded
     shares = [int(cell.rstrip("%")) for cell in row[7:10]]
     assert all(0 <= share <= 100 for share in shares) and 98 <= sum(shares) <= 102  # the three parts, rounded
-    assert int(row[10]) > 0 and int(row[11]) > 0  # µs per real step and per lockstep iteration
+    assert int(row[10]) > 0 and int(row[11]) > 0 and int(row[13]) > 0  # µs per real step (ARSM, PPO), per iteration
+    vectorised, envs = row[12].split(" (")
+    assert int(vectorised) > 0 and envs == "8 envs)"  # ARSM with the sub-envs of RL Zoo's PPO preset for CartPole
 
 
 def test_fork_training_quick(tmp_path: Path) -> None:

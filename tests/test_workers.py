@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import multiprocessing.context
 import os
 import signal
 import subprocess
@@ -314,6 +315,23 @@ def test_an_error_in_a_worker_is_raised_in_the_trainer() -> None:
     assert worker_processes() == []
 
 
+def test_workers_that_cannot_start_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The processes start in a thread, beside the trainer; what stops them is raised in the trainer."""
+
+    def no_process(self: Any) -> None:
+        raise OSError("Resource temporarily unavailable")
+
+    for process in (multiprocessing.context.ForkServerProcess, multiprocessing.context.SpawnProcess):
+        monkeypatch.setattr(process, "start", no_process)
+    model = ARSM("MlpPolicy", "CartPole-v1", n_rollout_workers=2, **SMALL)
+    message = (r"^rollout workers could not start \(OSError: Resource temporarily unavailable\); n_rollout_workers=0 "
+               r"runs the rollouts in the training process$")  # fmt: skip
+    for _ in range(2):  # and again: a pool whose start failed starts afresh
+        with pytest.raises(RuntimeError, match=message):
+            model.start_rollout_workers()
+    assert worker_processes() == []
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -393,6 +411,7 @@ def test_the_engine_owns_the_workers_for_the_models_life() -> None:
     model.close_rollout_workers()
     assert worker_processes() == []
     model.learn(64, reset_num_timesteps=False)  # started again, without waiting
+    model.start_rollout_workers()  # waits for them: no other process
     assert len(worker_processes()) == 1 and model.num_pseudo_steps > 0
     del model
     gc.collect()

@@ -22,7 +22,8 @@ statistics, auto-reset, RNG or ``VecNormalize`` statistics:
   torch, so a ``ForkVecEnv`` copy runs whole rollouts with them. :mod:`~arsm_rl.rollouts.policy` builds it from an SB3
   policy (:func:`race_policy`, :func:`numpy_logits`, :class:`TorchLogits`);
 - :mod:`~arsm_rl.rollouts.workers`: the rollout workers (backends registered in :data:`BACKENDS`) and
-  :class:`WorkerPool`, which starts and stops one engine's workers;
+  :class:`WorkerPool`, which starts and stops one engine's workers; :mod:`~arsm_rl.rollouts.processes`: what the
+  ``subproc`` workers' processes need (the script guard, their priority, how they ended);
 - :mod:`~arsm_rl.rollouts.engine`: :class:`RolloutEngine` holds one training env's parts, its workers included;
 - :mod:`~arsm_rl.rollouts.returns`: :func:`discounted_returns` turns reward sequences into action values,
   with the same floating point operations for real and pseudo trajectories (equal rewards give bit-equal values);

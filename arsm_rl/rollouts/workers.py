@@ -16,24 +16,23 @@ or any size for a policy whose rows do not depend on the rest of their block (:f
 
 from __future__ import annotations
 
-import ast
 import collections
 import contextlib
-import inspect
 import itertools
 import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import typing
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, ClassVar
 
+import cloudpickle
 import gymnasium as gym
 import numpy as np
 import torch as th
@@ -42,10 +41,11 @@ from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper
 from arsm_rl.cloning import scratch_copy
 from arsm_rl.rollouts.lockstep import POLICY_BLOCK, ActFn, BranchPoint, RolloutBatch, rows_independent, run_lockstep
 from arsm_rl.rollouts.obs import ObsPipeline
+from arsm_rl.rollouts.processes import exit_reason, unguarded_main_line, yield_to_trainer
 from arsm_rl.rollouts.steppers import ScratchPool, Stepper
 
 __all__ = ["BACKENDS", "LocalRun", "RayWorkers", "RolloutWorkers", "SentShare", "SubprocWorkers", "WorkerPool",
-           "WorkerSettings", "exit_reason", "register_backend", "shares", "unguarded_main_line"]
+           "WorkerSettings", "register_backend", "shares"]
 
 
 def shares(n_rollouts: int, n_workers: int, grain: int = POLICY_BLOCK) -> list[tuple[int, int]]:
@@ -76,52 +76,6 @@ def merge(batches: Sequence[RolloutBatch], worker_rollouts: int = 0) -> RolloutB
 
 #: ``local(start, stop)``: rollouts ``start:stop`` of an update run in the training process (the trainer's share).
 LocalRun = Callable[[int, int], RolloutBatch]
-
-
-def unguarded_main_line() -> int | None:
-    """
-    The line of the running script (``__main__``) that is starting worker processes outside an
-    ``if __name__ == "__main__":`` block, or ``None`` (guarded, or no script file: ``python -c``, a notebook).
-
-    ``forkserver`` and ``spawn`` processes run the script again when they start; unguarded, each would start processes
-    of its own and die, so rollout workers refuse to start from there.
-    """
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    frame = inspect.currentframe()
-    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"):
-        frame = frame.f_back
-    if frame is None or path is None or os.path.abspath(frame.f_code.co_filename) != os.path.abspath(path):
-        return None
-    line = frame.f_lineno
-    try:
-        tree = ast.parse(Path(path).read_text(), path)
-    except (OSError, SyntaxError, ValueError):
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_main_test(node.test) and node.body[0].lineno <= line <= (node.end_lineno or 0):
-            return None
-    return line
-
-
-def _is_main_test(test: ast.expr) -> bool:
-    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = {ast.dump(test.left), ast.dump(test.comparators[0])}
-    return sides == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))}
-
-
-def exit_reason(exitcode: int | None) -> str:
-    """:return: how a worker process ended, from its ``exitcode`` (negative: the signal that killed it)"""
-    if exitcode is None:
-        return "still running, but its pipe is closed"
-    if exitcode < 0:
-        try:
-            return f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-    return f"exit code {exitcode}"
 
 
 class RolloutWorkers(ABC):
@@ -189,11 +143,11 @@ def register_backend(cls: type[RolloutWorkers]) -> type[RolloutWorkers]:
     return cls
 
 
-def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper) -> None:
+def _worker(remote: Connection, parent: Connection, payload: bytes) -> None:
     parent.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then closes the pipe
     th.set_num_threads(1)
-    scratch, pipeline, stepper = payload.var
+    scratch, pipeline, stepper = cloudpickle.loads(payload)
     pool = ScratchPool(lambda: scratch_copy(scratch))
     try:
         remote.send(("ready", None))
@@ -215,24 +169,12 @@ def _worker(remote: Connection, parent: Connection, payload: CloudpickleWrapper)
         remote.close()
 
 
-#: How much lower than the trainer's the workers' scheduling priority is (``nice``): on a machine whose cores they
-#: share with the trainer, the trainer's serial work (real steps, its own share, the gradient) goes first, and a short
-#: run does not wait for the workers' start-up (imports, scratch envs), which uses the cores left idle.
-WORKER_NICENESS = 5
-
-
-def _yield_to_trainer(pid: int | None) -> None:
-    """Lower a worker process's scheduling priority by :data:`WORKER_NICENESS` (where the platform allows it)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid or 0, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
-    except (AttributeError, OSError):  # no setpriority (Windows), or not permitted: the default priority
-        pass
-
-
 @register_backend
 class SubprocWorkers(RolloutWorkers):
     """
-    Local worker processes (like ``SubprocVecEnv``: ``forkserver`` where available, else ``spawn``).
+    Local worker processes (like ``SubprocVecEnv``: ``forkserver`` where available, else ``spawn``), started by a
+    thread: a process start waits until the forkserver has forked it (about 25 ms each here), which the trainer does
+    not wait for.
 
     :param n_workers: number of processes
     :param scratch: a scratch copy of a training sub-env (each worker builds its scratch envs from it)
@@ -253,20 +195,45 @@ class SubprocWorkers(RolloutWorkers):
             )
         methods = mp.get_all_start_methods()
         context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        payload = CloudpickleWrapper((scratch, pipeline.portable(), stepper))
+        payload = cloudpickle.dumps((scratch, pipeline.portable(), stepper))  # now: the trainer steps its scratch env
         self.n_workers = n_workers
         self.remotes: list[Connection] = []
         self.processes: list[Any] = []
         self.started: list[bool] = []
-        for _ in range(n_workers):
-            remote, child = context.Pipe()
-            process = context.Process(target=_worker, args=(child, remote, payload), daemon=True)  # type: ignore[attr-defined]
-            process.start()
-            _yield_to_trainer(process.pid)
-            child.close()
-            self.remotes.append(remote)
-            self.processes.append(process)
-            self.started.append(False)
+        self._failure: BaseException | None = None
+        self._starting = threading.Thread(target=self._start, args=(context, payload), name="rollout workers", daemon=True)
+        self._starting.start()
+
+    def _start(self, context: Any, payload: bytes) -> None:
+        """Start the processes (in :attr:`_starting`), keeping what stops them for the trainer to raise."""
+        try:
+            for _ in range(self.n_workers):
+                remote, child = context.Pipe()
+                process = context.Process(target=_worker, args=(child, remote, payload), daemon=True)
+                process.start()
+                yield_to_trainer(process.pid)
+                child.close()
+                self.remotes.append(remote)
+                self.processes.append(process)
+                self.started.append(False)
+        except BaseException as error:  # raised in the trainer by ready()
+            self._failure = error
+
+    def _launched(self, wait: bool) -> bool:
+        """
+        :param wait: wait until every process is started
+        :return: whether every process is started
+        :raises RuntimeError: when one could not be
+        """
+        if wait:
+            self._starting.join()
+        if self._starting.is_alive():
+            return False
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise RuntimeError(f"rollout workers could not start ({type(failure).__name__}: {failure}); "
+                               "n_rollout_workers=0 runs the rollouts in the training process") from failure  # fmt: skip
+        return True
 
     def _died(self, worker: int) -> typing.NoReturn:
         process = self.processes[worker]
@@ -283,6 +250,8 @@ class SubprocWorkers(RolloutWorkers):
         return reply
 
     def ready(self, wait: bool = False) -> list[int]:
+        if not self._launched(wait):
+            return []
         for worker, remote in enumerate(self.remotes):
             if not self.started[worker] and (wait or remote.poll()):
                 self._recv(worker)  # ("ready", None)
@@ -306,6 +275,7 @@ class SubprocWorkers(RolloutWorkers):
         return batch
 
     def close(self) -> None:
+        self._starting.join()  # then every process started is closed
         for remote in self.remotes:
             try:
                 remote.send(("close", None))
@@ -499,7 +469,8 @@ class WorkerPool:
         if self._workers is None:
             self._workers = BACKENDS[self.settings.backend](self.settings.n_workers, *self._parts())
             self._stop = weakref.finalize(self, self._workers.close)
-        return self._workers.ready(wait)
+        with self._closing_on_error():  # workers that could not start are started afresh at the next run
+            return self._workers.ready(wait)
 
     def idle(self) -> list[int]:
         """:return: the ready workers with no share left to run (the replies already in are received; started if
