@@ -228,7 +228,7 @@ INCLUDED = {
         "results/rl_LunarLander-v3.md": "| arsm | 3/3 |",
         "results/throughput.md": "| CartPole-v1 | 64 |",
         "results/throughput_workers.md": "| LunarLander-v3 | 128 | 2 | subproc |",
-        "results/scaling.md": "| 1 | 8.9 | 1.33x |",
+        "results/scaling.md": "| 1 | 9.1 | 1.27x |",
         "results/gradient_quality_summary.md": "| ARSM | ",
         "results/mask_form.md": "| valid subset, C = 4 |",
         "results/many_actions_variance.md": "| 32 | 0 | arsm |",
