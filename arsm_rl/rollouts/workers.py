@@ -195,7 +195,8 @@ class SubprocWorkers(RolloutWorkers):
             )
         methods = mp.get_all_start_methods()
         context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        payload = cloudpickle.dumps((scratch, pipeline.portable(), stepper))  # now: the trainer steps its scratch env
+        # pickled here, not in the thread: the trainer goes on stepping this scratch env
+        payload = cloudpickle.dumps((scratch, pipeline.portable(), stepper))
         self.n_workers = n_workers
         self.remotes: list[Connection] = []
         self.processes: list[Any] = []
