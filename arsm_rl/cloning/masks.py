@@ -14,7 +14,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv  # not the package: its __init__ imports torch
+
+# the module, not the vec_env package, whose __init__ imports torch: under ForkVecEnv's bare packages
+# (arsm_rl/forkvec/server.py) this import stays without torch; elsewhere SB3's own __init__ imports it anyway
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 __all__ = ["MASK_METHOD", "env_masks", "has_masks", "sample_action", "vec_masks"]
 
